@@ -1,0 +1,25 @@
+"""xaibias: detecting and reducing dataset bias with explainable AI.
+
+A thin helper package behind the notebooks in ``notebooks/``. Import it as ``import xaibias as xb``;
+the sub-modules are ``config``, ``data``, ``models``, ``explain``, ``analysis``, ``mitigation``,
+``viz`` and ``widgets``. Dependencies run one way: ``config`` is a leaf; ``data``, ``models`` and
+``explain`` use only ``config``; ``analysis`` uses those three; ``viz`` and ``widgets`` sit on top.
+"""
+
+from . import config  # noqa: F401
+from . import data  # noqa: F401
+from . import models  # noqa: F401
+from . import explain  # noqa: F401
+from . import analysis  # noqa: F401
+from . import mitigation  # noqa: F401
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Plotting and widgets pull in matplotlib and ipywidgets; load them on first use.
+    if name in ("viz", "widgets"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

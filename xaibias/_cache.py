@@ -1,0 +1,82 @@
+"""Atomic cache files: written to a temporary file and renamed, loaded with ``weights_only=True``.
+
+A crash half way never leaves a truncated file under the final name, and a file that cannot be
+read is reported as missing (the caller recomputes) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_save", "safe_load", "content_hash"]
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike) -> Any | None:
+    """Load a file written by :func:`atomic_save` with ``weights_only=True``.
+
+    Returns ``None`` when the file is missing or unreadable (truncated, corrupt, or holding
+    objects that ``weights_only`` refuses), so the caller recomputes it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable cache is treated as a miss
+        return None
+
+
+def _update(h: "hashlib._Hash", obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        h.update(f"ndarray{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"dict")
+        for k in sorted(obj, key=str):
+            _update(h, str(k))
+            _update(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"seq{len(obj)}".encode())
+        for v in obj:
+            _update(h, v)
+    else:
+        h.update(json.dumps(obj, sort_keys=True, default=repr).encode())
+
+
+def content_hash(*objs: Any, length: int = 16) -> str:
+    """A stable hex digest of tensors, arrays and JSON-able values (dict order does not matter)."""
+    h = hashlib.sha256()
+    for obj in objs:
+        _update(h, obj)
+    return h.hexdigest()[:length]

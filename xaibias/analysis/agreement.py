@@ -1,0 +1,3 @@
+"""cluster_agreement (placeholder, notebook 02)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""GEBI (placeholder, notebook 02)."""
+
+__all__: list[str] = []

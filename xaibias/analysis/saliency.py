@@ -1,0 +1,3 @@
+"""Global saliency (placeholder, notebook 03)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""SpRAy (placeholder, notebook 02)."""
+
+__all__: list[str] = []

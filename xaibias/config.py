@@ -1,0 +1,114 @@
+"""Run-time settings shared by every notebook: FAST mode, device, seeds and the cache folder.
+
+This module is a leaf: it imports nothing from the rest of :mod:`xaibias`.
+
+``FAST`` is true when the environment variable ``XAIBIAS_FAST`` is ``1`` (or ``true``/``yes``) or
+when ``CI`` is set to anything non-empty. In FAST mode the notebooks use small datasets and few
+epochs so that each runs in a few minutes on two CPU cores; without it they run the paper-scale
+setting. ``XAIBIAS_FAST=0`` switches FAST off even when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["FAST", "is_fast", "device", "seed_everything", "cache_dir", "data_dir", "pick"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def is_fast(environ: dict[str, str] | None = None) -> bool:
+    """Return whether FAST mode is on for the given environment (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    flag = env.get("XAIBIAS_FAST", "").strip().lower()
+    if flag in _TRUE:
+        return True
+    if flag in _FALSE:
+        return False
+    if flag:
+        raise ValueError(f"XAIBIAS_FAST must be one of 1/0/true/false/yes/no/on/off; got {flag!r}")
+    return bool(env.get("CI", "").strip())
+
+
+FAST: bool = is_fast()
+
+
+def pick(fast, full):
+    """Return ``fast`` in FAST mode and ``full`` otherwise (reads ``FAST`` at call time)."""
+    return fast if FAST else full
+
+
+def device() -> str:
+    """Return ``"cuda"`` when a CUDA GPU is usable, else ``"mps"`` on Apple silicon, else ``"cpu"``.
+
+    ``XAIBIAS_DEVICE`` overrides the choice (for example ``XAIBIAS_DEVICE=cpu`` on a GPU machine).
+    """
+    forced = os.environ.get("XAIBIAS_DEVICE", "").strip()
+    if forced:
+        return forced
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a torch generator seeded the same.
+
+    Parameters
+    ----------
+    seed : int
+        A non-negative integer.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _user_cache_root() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg:
+        return Path(xdg)
+    if os.name == "nt":  # pragma: no cover - Windows only
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    return Path.home() / ".cache"
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return (and create) the cache folder, optionally a sub-folder of it.
+
+    The root is ``XAIBIAS_CACHE`` when set, else ``<user cache dir>/xaibias``. Everything in it is
+    safe to delete: models are retrained and resized images recomputed.
+    """
+    root = os.environ.get("XAIBIAS_CACHE", "").strip()
+    path = Path(root).expanduser() if root else _user_cache_root() / "xaibias"
+    path = path.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(*parts: str) -> Path:
+    """Return (and create) the folder for downloaded datasets.
+
+    ``XAIBIAS_DATA`` when set, else ``<user cache dir>/xaibias/data``; never relative to the
+    working directory.
+    """
+    root = os.environ.get("XAIBIAS_DATA", "").strip()
+    path = Path(root).expanduser() if root else _user_cache_root() / "xaibias" / "data"
+    path = path.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,3 @@
+"""Real-data loaders (placeholder)."""
+
+__all__: list[str] = []

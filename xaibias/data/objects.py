@@ -1,0 +1,3 @@
+"""Synthetic object/background bias sets (placeholder, notebook 05)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Sampling helpers (placeholder)."""
+
+__all__: list[str] = []

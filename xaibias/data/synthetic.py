@@ -1,0 +1,3 @@
+"""Synthetic lesions (placeholder, filled by the foundation issue)."""
+
+__all__: list[str] = []

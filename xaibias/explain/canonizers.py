@@ -1,0 +1,3 @@
+"""Canonizers (placeholder, notebook 01)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""attribute_dataset (placeholder, benchmarks issue)."""
+
+__all__: list[str] = []

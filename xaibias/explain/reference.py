@@ -1,0 +1,3 @@
+"""Reference LRP (placeholder, notebook 01)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Score-CAM (placeholder, notebook 05)."""
+
+__all__: list[str] = []

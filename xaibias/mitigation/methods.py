@@ -1,0 +1,3 @@
+"""Mitigation methods (placeholder, notebook 06)."""
+
+__all__: list[str] = []
