@@ -350,7 +350,9 @@ def _parse_csv(path: Path, layout: str) -> tuple[pd.DataFrame, tuple[str, ...] |
         ann["diagnosis"] = np.where(ann["label"] == 1, "malignant", "benign")
         ann["malignant"] = ann["label"].astype(bool)
         return ann, BINARY_CLASSES
-    df = pd.read_csv(path, sep=_sniff_separator(path), dtype={"image": str, "image_id": str, "image_name": str})
+    df = pd.read_csv(
+        path, sep=_sniff_separator(path), dtype={"image": str, "image_id": str, "image_name": str}
+    )
     df.columns = [str(c).strip() for c in df.columns]
     _require(df, ISIC_LAYOUTS[layout], path, layout)
     if layout == "isic2017":
@@ -382,7 +384,9 @@ def _parse_csv(path: Path, layout: str) -> tuple[pd.DataFrame, tuple[str, ...] |
         codes = df["dx"].astype(str).str.strip().str.lower()
         unknown = sorted(set(codes) - set(_HAM_DX))
         if unknown:
-            raise ValueError(f"column 'dx' of {path} has unknown diagnoses {unknown[:5]}; expected {sorted(_HAM_DX)}")
+            raise ValueError(
+                f"column 'dx' of {path} has unknown diagnoses {unknown[:5]}; expected {sorted(_HAM_DX)}"
+            )
         df["diagnosis"] = codes.map(_HAM_DX)
         df["malignant"] = df["diagnosis"].isin(MALIGNANT_DIAGNOSES)
         return df, _ISIC2018_CLASSES
@@ -397,7 +401,9 @@ def _parse_archive_json(files: Sequence[Path]) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read ISIC archive metadata file {f}: {exc}") from exc
         if not isinstance(rec, dict):
-            raise ValueError(f"ISIC archive metadata file {f} must hold a JSON object; got {type(rec).__name__}")
+            raise ValueError(
+                f"ISIC archive metadata file {f} must hold a JSON object; got {type(rec).__name__}"
+            )
         name = rec.get("name", rec.get("isic_id"))
         meta = rec.get("meta", rec.get("metadata"))
         if name is None or not isinstance(meta, dict):
@@ -413,8 +419,15 @@ def _parse_archive_json(files: Sequence[Path]) -> pd.DataFrame:
             code = _text_to_code(dx)
             mal = None if code is None else code in MALIGNANT_DIAGNOSES
         diag = "unknown" if dx is None or str(dx).strip().lower() in _UNKNOWN else str(dx).strip()
-        rows.append({"image_id": str(name), "diagnosis": diag, "malignant": mal, "benign_malignant": bm,
-                     "json": str(f)})
+        rows.append(
+            {
+                "image_id": str(name),
+                "diagnosis": diag,
+                "malignant": mal,
+                "benign_malignant": bm,
+                "json": str(f),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -481,7 +494,7 @@ def load_isic_image(path: str | os.PathLike, size: int, resize: str = "stretch")
                 left, top = (w - s) // 2, (h - s) // 2
                 im = im.crop((left, top, left + s, top + s))
             im = im.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
     return np.ascontiguousarray(arr)
@@ -702,7 +715,9 @@ class ISICDataset(_ImageTable):
             if unknown.any():
                 self._drop("unknown diagnosis", int(unknown.sum()))
             table = table[~unknown].copy()
-            classes = tuple(order) if order is not None else tuple(sorted(table["diagnosis"].astype(str).unique()))
+            classes = (
+                tuple(order) if order is not None else tuple(sorted(table["diagnosis"].astype(str).unique()))
+            )
             self.class_names = classes
             lookup = {c: k for k, c in enumerate(classes)}
             table["label"] = table["diagnosis"].map(lookup).astype(np.int64)
@@ -753,9 +768,7 @@ class ISICDataset(_ImageTable):
         self.meta = table[first + rest].reset_index(drop=True)
         self.image_ids = self.meta["image_id"].astype(str).tolist()
         self.labels = torch.tensor(self.meta["label"].to_numpy(dtype=np.int64), dtype=torch.long)
-        self._cache_folder = (
-            config.cache_dir("isic", f"{self.size}px-{self.resize}") if self.cache else None
-        )
+        self._cache_folder = config.cache_dir("isic", f"{self.size}px-{self.resize}") if self.cache else None
         if self.dropped:
             warnings.warn(f"ISICDataset({self.source}): left out {self.dropped}", UserWarning, stacklevel=2)
 
@@ -889,7 +902,15 @@ class ISICDataset(_ImageTable):
     def cache_key(self) -> str:
         """A stable string identifying this data: root, ground-truth content hash, size, mode, ids."""
         ids = _short_hash(self.image_ids, self.labels.tolist(), n=12)
-        parts = (str(self.root.resolve()), self._source_hash, self.size, self.resize, self.binary, self.layout, ids)
+        parts = (
+            str(self.root.resolve()),
+            self._source_hash,
+            self.size,
+            self.resize,
+            self.binary,
+            self.layout,
+            ids,
+        )
         mode = "binary" if self.binary else "multiclass"
         return f"isic-{self.layout}-{mode}-{self.size}px-{self.resize}-n{len(self)}-{_short_hash(*parts)}"
 
@@ -950,7 +971,9 @@ class DermaMNIST(_ImageTable):
     ) -> None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test'; got {split!r}")
-        if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
+        if size is not None and (
+            not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1
+        ):
             raise ValueError(f"size must be a positive int or None; got {size!r}")
         path = Path(path).expanduser()
         if path.is_dir():
@@ -1108,7 +1131,9 @@ def _verify(path: Path, checksum: str | None) -> str:
     elif algo == "sha256":
         got = sha
     else:
-        raise ValueError(f"unknown checksum algorithm {algo!r} in {checksum!r}; use sha256 hex or 'md5:<hex>'")
+        raise ValueError(
+            f"unknown checksum algorithm {algo!r} in {checksum!r}; use sha256 hex or 'md5:<hex>'"
+        )
     if got.lower() != want.lower():
         raise ValueError(f"checksum mismatch for {path}: expected {algo} {want}, got {got}")
     return sha
@@ -1176,7 +1201,9 @@ def download_dataset(
                 try:
                     with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - registry URLs
                         total = int(resp.headers.get("Content-Length") or 0) or None
-                        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                        with tqdm(
+                            total=total, unit="B", unit_scale=True, desc=name, disable=not progress
+                        ) as bar:
                             for block in iter(lambda: resp.read(1 << 20), b""):
                                 out.write(block)
                                 bar.update(len(block))
