@@ -325,6 +325,28 @@ def test_subset_with_indices_and_mask(tmp_path):
         ds.subset([6])
 
 
+def test_split_stratified_and_grouped(tmp_path):
+    root, ids = _folder(tmp_path, 12)
+    dx = ["mel", "nv", "nv", "bcc"] * 3
+    fx.write_ham(root / "HAM10000_metadata.csv", ids, dx)
+    meta = pd.read_csv(root / "HAM10000_metadata.csv")
+    meta["lesion_id"] = [f"HAM_{k // 3}" for k in range(12)]  # four lesions, three photos each
+    meta.to_csv(root / "HAM10000_metadata.csv", index=False)
+    ds = ISICDataset(root, size=8)
+    train, test = ds.split(test_fraction=0.5, seed=1)
+    assert sorted(train.image_ids + test.image_ids) == sorted(ids)
+    assert test.class_counts() == train.class_counts() == {"benign": 3, "malignant": 3}
+    again = ds.split(test_fraction=0.5, seed=1)[1]
+    assert again.image_ids == test.image_ids
+    g_train, g_test = ds.split(test_fraction=0.3, seed=0, group="lesion_id")
+    shared = set(g_train.meta["lesion_id"]) & set(g_test.meta["lesion_id"])
+    assert not shared and len(g_test) % 3 == 0 and 0 < len(g_test) < 12
+    with pytest.raises(ValueError, match=r"group must be a column of meta .*got 'patient'"):
+        ds.split(group="patient")
+    with pytest.raises(ValueError, match=r"test_fraction must be a number in \(0,1\); got 1.5"):
+        ds.split(test_fraction=1.5)
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -595,6 +595,57 @@ class _ImageTable:
         self._subset_fields(new, idx)
         return new
 
+    def split(
+        self, test_fraction: float = 0.25, seed: int = 0, stratify: bool = True, group: str | None = None
+    ) -> tuple[_ImageTable, _ImageTable]:
+        """Random split into ``(train, test)`` subsets of the same type.
+
+        Parameters
+        ----------
+        test_fraction : float
+            Share of images in the test part, in (0, 1).
+        seed : int
+            Same seed, same split.
+        stratify : bool
+            Keep the class proportions in both parts (ignored with ``group``).
+        group : str, optional
+            A column of :attr:`meta` (``"lesion_id"`` in HAM10000, ``"patient_id"`` in ISIC 2020)
+            whose groups must not be split: all images of one lesion or patient land on the same
+            side, so a test image never has a near-duplicate in training.
+        """
+        if (
+            isinstance(test_fraction, bool)
+            or not isinstance(test_fraction, (int, float))
+            or not 0 < test_fraction < 1
+        ):
+            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
+        rng = np.random.default_rng(seed)
+        n = len(self)
+        if group is not None:
+            if group not in self.meta.columns:
+                raise ValueError(f"group must be a column of meta {list(self.meta.columns)}; got {group!r}")
+            keys = self.meta[group].astype(str).to_numpy()
+            uniq = rng.permutation(np.unique(keys))
+            sizes = pd.Series(keys).value_counts()
+            chosen, total = [], 0
+            for g in uniq:
+                if total >= test_fraction * n:
+                    break
+                chosen.append(g)
+                total += int(sizes[g])
+            test_idx = np.flatnonzero(np.isin(keys, chosen))
+        else:
+            labels = self.labels.numpy()
+            pools = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(n)]
+            test_idx = np.sort(
+                np.concatenate([rng.permutation(p)[: int(round(test_fraction * len(p)))] for p in pools])
+            )
+        if len(test_idx) == 0 or len(test_idx) == n:
+            raise ValueError(
+                f"test_fraction={test_fraction} leaves an empty train or test set for {n} images"
+            )
+        return self.subset(np.setdiff1d(np.arange(n), test_idx)), self.subset(test_idx)
+
     def class_counts(self) -> dict[str, int]:
         """Number of images per class name."""
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
