@@ -347,6 +347,33 @@ def test_split_stratified_and_grouped(tmp_path):
         ds.split(test_fraction=1.5)
 
 
+def test_lesion_masks_follow_the_image_geometry(tmp_path):
+    root, ids = _folder(tmp_path, 3)
+    fx.write_2016(root / "gt.csv", ids, [True, False, True])
+    seg = root / "ISIC2018_Task1_Training_GroundTruth"
+    seg.mkdir()
+    for k, i in enumerate(ids[:2]):
+        m = np.zeros((36, 48), dtype=np.uint8)  # same 4:3 size as the photos
+        m[:, : 12 * (k + 1)] = 255  # lesion on the left quarter (k=0) or left half (k=1)
+        Image.fromarray(m).save(seg / f"{i}_segmentation.png")
+    with pytest.raises(ValueError, match=rf"1 image\(s\) have no lesion mask .*{ids[2]}"):
+        ISICDataset(root, size=16, masks_dir=seg.name)
+    with pytest.warns(UserWarning, match="lesion mask not found"):
+        ds = ISICDataset(root, size=16, masks_dir=seg.name, missing="drop")
+    lesion = ds.masks["lesion"]
+    assert lesion.dtype == torch.bool and lesion.shape == (2, 16, 16)
+    assert lesion[0, :, :4].all() and not lesion[0, :, 4:].any()  # stretch: a quarter stays a quarter
+    assert lesion[1, :, :8].all() and not lesion[1, :, 8:].any()
+    with pytest.warns(UserWarning, match="lesion mask not found"):
+        crop = ISICDataset(root, size=12, masks_dir=seg.name, missing="drop", resize="crop").masks["lesion"]
+    # crop keeps columns 6..42 of 48: the lesion (columns 0..12 / 0..24) covers 1/6 / 1/2 of them
+    assert crop[0, :, :2].all() and not crop[0, :, 2:].any()
+    assert crop[1, :, :6].all() and not crop[1, :, 6:].any()
+    assert torch.equal(ds.subset([1]).masks["lesion"][0], lesion[1])
+    assert len(list((tmp_path / "cache" / "isic" / "16px-stretch").glob("*-mask-*.npy"))) == 2
+    assert ISICDataset(root, size=16, csv="gt.csv").masks == {}
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -101,6 +101,7 @@ __all__ = [
     "BENIGN_DIAGNOSES",
     "DERMAMNIST_CLASSES",
     "load_isic_image",
+    "load_isic_mask",
     "download_dataset",
 ]
 
@@ -500,6 +501,29 @@ def load_isic_image(path: str | os.PathLike, size: int, resize: str = "stretch")
     return np.ascontiguousarray(arr)
 
 
+def load_isic_mask(path: str | os.PathLike, size: int, resize: str = "stretch") -> np.ndarray:
+    """Read a lesion segmentation (white lesion on black, as in ISIC Task 1) as bool (size, size).
+
+    Same geometry as :func:`load_isic_image` (``stretch`` or central-square ``crop``), nearest-
+    neighbour resampling, threshold at half intensity. Raises ``ValueError`` naming an unreadable file.
+    """
+    if resize not in ("stretch", "crop"):
+        raise ValueError(f"resize must be 'stretch' or 'crop'; got {resize!r}")
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if resize == "crop":
+                w, h = im.size
+                s = min(w, h)
+                left, top = (w - s) // 2, (h - s) // 2
+                im = im.crop((left, top, left + s, top + s))
+            arr = np.array(im.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read lesion mask {path}: {type(exc).__name__}: {exc}") from exc
+    return arr > 127
+
+
 def _atomic_save_npy(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -646,6 +670,11 @@ class _ImageTable:
             )
         return self.subset(np.setdiff1d(np.arange(n), test_idx)), self.subset(test_idx)
 
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Named bool (N,H,W) masks (none here; :class:`ISICDataset` adds ``"lesion"``)."""
+        return {}
+
     def class_counts(self) -> dict[str, int]:
         """Number of images per class name."""
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
@@ -687,6 +716,10 @@ class ISICDataset(_ImageTable):
         A Bissoto et al. artifact CSV. Only annotated images are kept, and ``.artifacts`` holds their
         flags under xaibias artifact names (``frame``, ``hair``, ``bubble``, ``ruler``, ``ink``,
         ``patch``, ``gel_border``).
+    masks_dir : path, optional
+        Folder of lesion segmentations (ISIC Task 1 style, ``<id>_segmentation.png``; also
+        ``<id>_Segmentation.png`` or ``<id>.png``), absolute or relative to ``root``. Then
+        ``.masks["lesion"]`` holds bool (N,size,size) masks with the images' geometry.
     num_workers : int
         Threads used by :meth:`prepare` (PIL decodes outside the GIL).
 
@@ -700,6 +733,8 @@ class ISICDataset(_ImageTable):
         ground-truth file.
     artifacts : pandas.DataFrame
         Bool artifact flags per image (no columns without ``annotations``).
+    masks : dict
+        ``{"lesion": bool (N,size,size)}`` with ``masks_dir``, else empty.
     dropped : dict
         Reason -> number of ground-truth rows left out (unknown diagnosis, missing image, ...).
     layout : str
@@ -724,6 +759,7 @@ class ISICDataset(_ImageTable):
         resize: str = "stretch",
         missing: str = "error",
         annotations: str | os.PathLike | None = None,
+        masks_dir: str | os.PathLike | None = None,
         num_workers: int = 2,
     ) -> None:
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
@@ -744,6 +780,7 @@ class ISICDataset(_ImageTable):
         self.num_workers = max(1, int(num_workers))
         self.dropped: dict[str, int] = {}
         self._images: torch.Tensor | None = None
+        self._masks: torch.Tensor | None = None
 
         table, order, self.layout, self.source = self._read_ground_truth(csv, layout)
         self._source_hash = self._hash_source()
@@ -813,8 +850,11 @@ class ISICDataset(_ImageTable):
         table = table.copy()
         table["path"] = paths.map(str)
         self.images_dir = img_dir
+        self.masks_dir = None
+        if masks_dir is not None:
+            table = self._attach_masks(table, self._resolve(masks_dir), missing)
 
-        first = ["image_id", "path", "diagnosis", "label"]
+        first = ["image_id", "path", *(["mask_path"] if masks_dir is not None else []), "diagnosis", "label"]
         rest = [c for c in table.columns if c not in first and c != "malignant"]
         self.meta = table[first + rest].reset_index(drop=True)
         self.image_ids = self.meta["image_id"].astype(str).tolist()
@@ -829,6 +869,61 @@ class ISICDataset(_ImageTable):
         if not path.is_absolute() and not path.exists():
             path = self.root / path
         return path
+
+    def _attach_masks(self, table: pd.DataFrame, folder: Path, missing: str) -> pd.DataFrame:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"lesion masks folder not found: {folder}")
+        found = _scan_images(folder, recursive=True)
+        if not found:
+            raise ValueError(f"no mask images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+
+        def lookup(i: str) -> str | None:
+            for stem in (f"{i}_segmentation", f"{i}_Segmentation", i):
+                if stem in found:
+                    return str(found[stem])
+            return None
+
+        mp = table["image_id"].map(lookup)
+        absent = mp.isna().to_numpy()
+        if absent.any():
+            ids = table.loc[absent, "image_id"].tolist()
+            if missing == "error":
+                raise ValueError(
+                    f"{len(ids)} image(s) have no lesion mask (<id>_segmentation.png) under {folder}: "
+                    f"{ids[:5]}{' ...' if len(ids) > 5 else ''} (pass missing='drop' to leave them out)"
+                )
+            self._drop("lesion mask not found", len(ids))
+            self.artifacts = self.artifacts[~absent].reset_index(drop=True)
+            table, mp = table[~absent].copy(), mp[~absent]
+        table["mask_path"] = mp
+        self.masks_dir = folder
+        return table
+
+    def _mask(self, i: int) -> np.ndarray:
+        """Bool (size,size) lesion mask of item ``i`` (cached on disk like the images)."""
+        src = Path(self.meta.at[i, "mask_path"])
+        cp = None
+        if self._cache_folder is not None:
+            st = src.stat()
+            token = _short_hash(str(src.resolve()), st.st_size, st.st_mtime_ns, n=12)
+            cp = self._cache_folder / f"{self.image_ids[i]}-mask-{token}.npy"
+            arr = _load_npy(cp, (self.size, self.size))
+            if arr is not None:
+                return arr.astype(bool)
+        mask = load_isic_mask(src, self.size, self.resize)
+        if cp is not None:
+            _atomic_save_npy(mask.astype(np.uint8), cp)
+        return mask
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{"lesion": bool (N,size,size)}`` when ``masks_dir`` was given, else ``{}``."""
+        if self.masks_dir is None:
+            return {}
+        if self._masks is None:
+            it = tqdm(range(len(self)), desc="lesion masks", disable=len(self) < 200)
+            self._masks = torch.from_numpy(np.stack([self._mask(i) for i in it]))
+        return {"lesion": self._masks}
 
     def _drop(self, reason: str, n: int) -> None:
         if n:
@@ -948,7 +1043,9 @@ class ISICDataset(_ImageTable):
     def _subset_fields(self, new: _ImageTable, idx: np.ndarray) -> None:
         super()._subset_fields(new, idx)
         new.dropped = dict(self.dropped)
-        new._images = None if self._images is None else self._images[torch.as_tensor(idx, dtype=torch.long)]
+        t = torch.as_tensor(idx, dtype=torch.long)
+        new._images = None if self._images is None else self._images[t]
+        new._masks = None if self._masks is None else self._masks[t]
 
     def cache_key(self) -> str:
         """A stable string identifying this data: root, ground-truth content hash, size, mode, ids."""
