@@ -6,12 +6,14 @@ the sub-modules are ``config``, ``data``, ``models``, ``explain``, ``analysis``,
 ``explain`` use only ``config``; ``analysis`` uses those three; ``viz`` and ``widgets`` sit on top.
 """
 
-from . import config  # noqa: F401
-from . import data  # noqa: F401
-from . import models  # noqa: F401
-from . import explain  # noqa: F401
-from . import analysis  # noqa: F401
-from . import mitigation  # noqa: F401
+from . import (
+    analysis,  # noqa: F401
+    config,  # noqa: F401
+    data,  # noqa: F401
+    explain,  # noqa: F401
+    mitigation,  # noqa: F401
+    models,  # noqa: F401
+)
 
 __version__ = "0.1.0"
 

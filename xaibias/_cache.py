@@ -52,7 +52,7 @@ def safe_load(path: str | os.PathLike) -> Any | None:
         return None
 
 
-def _update(h: "hashlib._Hash", obj: Any) -> None:
+def _update(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())

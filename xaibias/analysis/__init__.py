@@ -6,12 +6,12 @@ and faithfulness metrics (RMA, RRA, AOPC, Welch tests; Schaaf et al. 2021), HDF5
 CoRelAy/ViRelAy layout and :func:`bias_report`.
 """
 
-from .spray import *  # noqa: F401,F403
-from .gebi import *  # noqa: F401,F403
 from .agreement import *  # noqa: F401,F403
-from .insertion import *  # noqa: F401,F403
 from .export import *  # noqa: F401,F403
-from .saliency import *  # noqa: F401,F403
+from .gebi import *  # noqa: F401,F403
+from .insertion import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
+from .saliency import *  # noqa: F401,F403
+from .spray import *  # noqa: F401,F403

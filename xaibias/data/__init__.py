@@ -11,9 +11,9 @@ annotation loaders), ``objects`` (:class:`SyntheticObjects`), ``chestxray``
 """
 
 from .artifacts import *  # noqa: F401,F403
-from .synthetic import *  # noqa: F401,F403
-from .sampling import *  # noqa: F401,F403
-from .isic import *  # noqa: F401,F403
-from .objects import *  # noqa: F401,F403
 from .chestxray import *  # noqa: F401,F403
 from .ink import *  # noqa: F401,F403
+from .isic import *  # noqa: F401,F403
+from .objects import *  # noqa: F401,F403
+from .sampling import *  # noqa: F401,F403
+from .synthetic import *  # noqa: F401,F403

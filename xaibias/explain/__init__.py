@@ -7,13 +7,13 @@ from-scratch LRP of ``reference``, the :class:`DenseNetCanonizer`, concept relev
 (zennit-crp) and :func:`attribute_dataset` for streaming whole datasets to HDF5.
 """
 
+from . import reference  # noqa: F401
 from .attribution import *  # noqa: F401,F403
 from .attribution import _REGISTRY
 from .canonizers import *  # noqa: F401,F403
-from .scorecam import *  # noqa: F401,F403
 from .competitive import *  # noqa: F401,F403
 from .dataset import *  # noqa: F401,F403
-from . import reference  # noqa: F401
+from .scorecam import *  # noqa: F401,F403
 
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
 

@@ -1,0 +1,371 @@
+"""One call for every attribution method: :func:`attribute` returns (N,H,W) relevance.
+
+Built-in methods: ``gradient``, ``input_x_gradient``, ``integrated_gradients`` (captum),
+``gradcam`` (captum's LayerGradCam, upsampled) and ``lrp`` (zennit composites and canonizers).
+Other modules add methods with :func:`register_method` (Score-CAM, competitive gradient x input).
+
+Conventions
+-----------
+- ``target=None`` explains the predicted class; an int explains that class for every image; a
+  sequence or tensor gives one class per image.
+- LRP starts from the target logit (``init="logit"``, so under conservation the input relevance sums
+  to the logit) or from 1 (``init="one"``, zennit's common one-hot convention).
+- ``pool="sum"`` sums the channel relevance, ``pool="l2"`` takes the squared L2 norm over channels,
+  ``pool=None`` returns (N,3,H,W). Grad-CAM and Score-CAM have no channel axis: pooling does not
+  apply to them.
+- The result is always a float32 CPU tensor; the model stays where it is (its device is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._checks import as_images, describe
+
+__all__ = [
+    "attribute",
+    "register_method",
+    "COMPOSITES",
+    "make_composite",
+    "auto_canonizers",
+    "resolve_target",
+    "get_layer",
+]
+
+# name -> fn(model, x, target, **kwargs) -> (B,C,H,W) or (B,H,W); filled below and by other modules
+_REGISTRY: dict[str, Callable[..., torch.Tensor]] = {}
+_NO_CHANNELS: set[str] = set()
+
+COMPOSITES: tuple[str, ...] = (
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "EpsilonGammaBox",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha2Beta1Flat",
+    "Epsilon",
+)
+
+
+def register_method(name: str, channels: bool = True) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register ``fn(model, x, target, **kwargs) -> relevance`` as ``attribute(method=name)``.
+
+    ``x`` is a (B,3,H,W) batch on the model's device, ``target`` a (B,) long tensor. The function
+    returns (B,C,H,W) per-channel relevance (``channels=True``) or a (B,H,W) map at input
+    resolution (``channels=False``, for CAM-type methods).
+    """
+
+    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        _REGISTRY[name] = fn
+        if not channels:
+            _NO_CHANNELS.add(name)
+        else:
+            _NO_CHANNELS.discard(name)
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_target(target: Any, n: int, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Turn ``target`` (None, int, sequence, tensor) into a (n,) long tensor; None needs ``logits``."""
+    if target is None:
+        if logits is None:
+            raise ValueError("target=None needs the model's output to pick the predicted class")
+        return logits.argmax(dim=1)
+    if isinstance(target, bool):
+        raise ValueError(f"target must be None, an int or one int per image; got {target!r}")
+    if isinstance(target, int):
+        t = torch.full((n,), target, dtype=torch.long)
+    else:
+        t = torch.as_tensor(target)
+        if t.ndim == 0:
+            t = t.reshape(1).expand(n)
+        if t.ndim != 1 or len(t) != n:
+            raise ValueError(f"target must be None, an int or one int per image (N={n}); got {describe(t)}")
+        if t.is_floating_point():
+            raise ValueError(f"target must hold integer class indices; got {describe(t)}")
+        t = t.long()
+    if logits is not None:
+        c = logits.shape[1]
+        if int(t.min()) < 0 or int(t.max()) >= c:
+            raise ValueError(f"target class out of range: the model has {c} outputs; got {t.unique().tolist()}")
+    return t
+
+
+def get_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
+    """Return the sub-module named ``layer`` (default: the last Conv2d)."""
+    if isinstance(layer, nn.Module):
+        return layer
+    modules = dict(model.named_modules())
+    if layer is None:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"{type(model).__name__} has no Conv2d layer; pass layer= explicitly")
+        layer = convs[-1]
+    if layer not in modules:
+        names = [n for n in modules if n][-8:]
+        raise ValueError(f"layer {layer!r} not found in {type(model).__name__}; last module names: {names}")
+    return modules[layer]
+
+
+def _has(model: nn.Module, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+def auto_canonizers(model: nn.Module) -> list:
+    """Pick canonizers from the architecture.
+
+    DenseNet (torchvision ``_DenseBlock``) -> :class:`xaibias.explain.DenseNetCanonizer`;
+    ResNet (torchvision ``BasicBlock``/``Bottleneck``) -> zennit's ``ResNetCanonizer``; everything
+    else -> zennit's ``SequentialMergeBatchNorm`` (merges each BatchNorm into the linear layer before
+    it; a no-op without BatchNorm).
+    """
+    from torchvision.models.densenet import _DenseBlock
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.torchvision import ResNetCanonizer
+
+    if _has(model, (_DenseBlock,)):
+        from . import canonizers as _can
+
+        dense = getattr(_can, "DenseNetCanonizer", None)
+        if dense is None:
+            raise NotImplementedError("DenseNetCanonizer is not available; pass canonizers=None")
+        return [dense()]
+    if _has(model, (BasicBlock, Bottleneck)):
+        return [ResNetCanonizer()]
+    return [SequentialMergeBatchNorm()]
+
+
+def make_composite(
+    composite: str | Any = "EpsilonPlusFlat",
+    canonizers: str | Sequence | None = "auto",
+    model: nn.Module | None = None,
+    epsilon: float = 1e-6,
+    low: float | torch.Tensor = 0.0,
+    high: float | torch.Tensor = 1.0,
+    input_shape: Sequence[int] | None = None,
+):
+    """Build a zennit composite by name (see :data:`COMPOSITES`) with the chosen canonizers.
+
+    ``"Epsilon"`` applies the epsilon rule with ``epsilon`` to every linear and convolutional layer
+    (Schaaf et al. use eps=10). ``"EpsilonGammaBox"`` needs the input range ``low``/``high``
+    (defaults 0 and 1, the range of every xaibias image) and ``input_shape`` to expand them.
+    A zennit ``Composite`` instance is passed through unchanged (its own canonizers apply).
+    """
+    from zennit import composites as zc
+    from zennit.core import Composite
+    from zennit.rules import Epsilon, Norm, Pass
+    from zennit.types import Activation, AvgPool, Convolution
+
+    if isinstance(composite, Composite):
+        return composite
+    if isinstance(canonizers, str):
+        if canonizers != "auto":
+            raise ValueError(f"canonizers must be 'auto', None or a list of zennit canonizers; got {canonizers!r}")
+        if model is None:
+            raise ValueError("canonizers='auto' needs the model")
+        canon = auto_canonizers(model)
+    elif canonizers is None:
+        canon = None
+    else:
+        canon = list(canonizers)
+    if composite == "Epsilon":
+        from zennit.layer import Sum
+
+        layer_map = [
+            (Activation, Pass()),
+            (Sum, Norm()),
+            (AvgPool, Norm()),
+            (Convolution, Epsilon(epsilon=epsilon)),
+            (nn.Linear, Epsilon(epsilon=epsilon)),
+        ]
+        return zc.LayerMapComposite(layer_map=layer_map, canonizers=canon)
+    if composite == "EpsilonGammaBox":
+        if input_shape is None:
+            raise ValueError("EpsilonGammaBox needs input_shape to build the low/high bounds")
+        lo = torch.as_tensor(low, dtype=torch.float32).expand(*input_shape).clone()
+        hi = torch.as_tensor(high, dtype=torch.float32).expand(*input_shape).clone()
+        return zc.EpsilonGammaBox(low=lo, high=hi, canonizers=canon)
+    if composite not in COMPOSITES:
+        raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}")
+    return getattr(zc, composite)(canonizers=canon)
+
+
+def _logits_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+        t = resolve_target(target, len(x), out)
+        sel = out.gather(1, t.to(out.device)[:, None]).sum()
+        (grad,) = torch.autograd.grad(sel, x)
+    return grad, t
+
+
+# --------------------------------------------------------------------------------------------------
+# built-in methods
+
+
+@register_method("gradient")
+def _gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    grad, _t = _logits_grad(model, x, target)
+    return grad
+
+
+@register_method("input_x_gradient")
+def _input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    grad, _t = _logits_grad(model, x, target)
+    return grad * x
+
+
+@register_method("integrated_gradients")
+def _integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32, baseline: float | torch.Tensor = 0.0,
+    internal_batch_size: int | None = None, **_: Any,
+) -> torch.Tensor:
+    from captum.attr import IntegratedGradients
+
+    if steps < 2:
+        raise ValueError(f"integrated_gradients needs steps >= 2; got {steps}")
+    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    base = base.expand_as(x) if base.ndim <= 1 or base.shape != x.shape else base
+    ig = IntegratedGradients(model)
+    return ig.attribute(x, baselines=base, target=target.to(x.device), n_steps=steps,
+                        internal_batch_size=internal_batch_size or len(x) * min(steps, 16))
+
+
+@register_method("gradcam", channels=False)
+def _gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | nn.Module | None = None,
+             relu: bool = True, **_: Any) -> torch.Tensor:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    cam = LayerGradCam(model, get_layer(model, layer))
+    a = cam.attribute(x, target=target.to(x.device), relu_attributions=relu)
+    a = LayerAttribution.interpolate(a, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return a.sum(dim=1)
+
+
+def _lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, composite: str | Any = "EpsilonPlusFlat",
+         canonizers: str | Sequence | None = "auto", epsilon: float = 1e-6, init: str = "logit",
+         low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, **_: Any) -> torch.Tensor:
+    from zennit.attribution import Gradient
+
+    if init not in ("logit", "one"):
+        raise ValueError(f"init must be 'logit' or 'one'; got {init!r}")
+    comp = make_composite(composite, canonizers, model=model, epsilon=epsilon, low=low, high=high,
+                          input_shape=tuple(x.shape))
+    chosen: dict[str, torch.Tensor] = {}
+
+    def attr_output(out: torch.Tensor) -> torch.Tensor:
+        t = resolve_target(target, len(out), out).to(out.device)
+        chosen["t"] = t
+        onehot = F.one_hot(t, out.shape[1]).to(out.dtype)
+        return onehot * out if init == "logit" else onehot
+
+    with Gradient(model=model, composite=comp) as attributor:
+        _out, rel = attributor(x.detach(), attr_output)
+    return rel
+
+
+register_method("lrp")(_lrp)
+
+
+# --------------------------------------------------------------------------------------------------
+# the public call
+
+
+def attribute(
+    model: nn.Module,
+    images: Any,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    method: str = "lrp",
+    composite: str | Any = "EpsilonPlusFlat",
+    canonizers: str | Sequence | None = "auto",
+    pool: str | None = "sum",
+    batch_size: int = 32,
+    progress: bool | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Explain ``model`` on ``images``: relevance at input resolution, (N,H,W) float32 on the CPU.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any classifier taking (N,3,H,W) images in [0,1]; it is used in eval mode on its own device.
+    images : tensor (N,3,H,W) or (3,H,W)
+        Float images in [0,1].
+    target : None, int, sequence or tensor
+        Class to explain: the prediction (None), one class for all, or one per image.
+    method : str
+        One of ``xaibias.explain.METHODS``.
+    composite, canonizers
+        For ``method="lrp"``: a name from :data:`COMPOSITES` (or a zennit Composite) and
+        ``"auto"`` (chosen from the architecture, see :func:`auto_canonizers`), ``None`` or a list.
+    pool : "sum", "l2" or None
+        Channel pooling: sum, squared L2 norm, or none (returns (N,3,H,W)).
+    batch_size : int
+        Images per forward/backward pass.
+    **kwargs
+        Passed to the method: ``steps``/``baseline`` (integrated gradients), ``layer`` (Grad-CAM),
+        ``epsilon``/``init``/``low``/``high`` (LRP), and those of registered methods.
+    """
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_REGISTRY)}")
+    if pool not in ("sum", "l2", None):
+        raise ValueError(f"pool must be 'sum', 'l2' or None; got {pool!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    x_all = as_images(images, allow_single=True)
+    n = len(x_all)
+    tgt = None if target is None else resolve_target(target, n)
+    fn = _REGISTRY[method]
+    if method == "lrp":
+        kwargs.update(composite=composite, canonizers=canonizers)
+    dev = _model_device(model)
+    was_training = model.training
+    model.eval()
+    show = (n > batch_size) if progress is None else progress
+    out: list[torch.Tensor] = []
+    try:
+        with torch.enable_grad():
+            for start in tqdm(range(0, n, batch_size), desc=f"attribute {method}", disable=not show, leave=False):
+                x = x_all[start:start + batch_size].to(dev, torch.float32)
+                t = None if tgt is None else tgt[start:start + batch_size]
+                if t is None and method != "lrp":
+                    with torch.no_grad():
+                        t = model(x).argmax(dim=1)
+                rel = fn(model, x, t if method == "lrp" else t.to(dev), **kwargs)
+                rel = rel.detach().float()
+                if rel.ndim == 4 and method not in _NO_CHANNELS:
+                    if pool == "sum":
+                        rel = rel.sum(dim=1)
+                    elif pool == "l2":
+                        rel = rel.pow(2).sum(dim=1)
+                elif rel.ndim == 4:
+                    rel = rel.sum(dim=1)
+                if rel.shape[-2:] != x.shape[-2:]:
+                    raise RuntimeError(f"method {method!r} returned maps of size {tuple(rel.shape[-2:])}, "
+                                       f"expected the input size {tuple(x.shape[-2:])}")
+                out.append(rel.cpu())
+    finally:
+        model.train(was_training)
+    rel = torch.cat(out)
+    if not bool(torch.isfinite(rel).all()):
+        bad = (~torch.isfinite(rel)).reshape(n, -1).any(1).nonzero().flatten()[:10].tolist()
+        raise FloatingPointError(f"{method} produced NaN/inf relevance for image(s) {bad}; "
+                                 f"for LRP try a larger epsilon or another composite")
+    return rel

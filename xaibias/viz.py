@@ -1,0 +1,119 @@
+"""Figures: images, relevance heatmaps and overlays, on one convention.
+
+Relevance is drawn in a diverging colormap (``"bwr"``: red positive, blue negative) centred at 0
+with symmetric limits, so white always means "no relevance". Every function returns the matplotlib
+Figure and draws nothing else; titles are set by the caller or the ``title=`` argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = ["CMAP", "to_numpy_image", "symmetric_limit", "heatmap", "overlay", "image_grid", "heatmap_grid"]
+
+CMAP = "bwr"
+
+
+def to_numpy_image(image: Any) -> np.ndarray:
+    """(3,H,W) or (H,W,3) tensor/array in [0,1] -> (H,W,3) float numpy array for ``imshow``."""
+    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.clip(a.astype(np.float32), 0, 1)
+
+
+def symmetric_limit(relevance: Any, percentile: float = 99.5) -> float:
+    """A symmetric colour limit: the given percentile of |relevance| (never 0)."""
+    a = relevance.detach().cpu().numpy() if isinstance(relevance, torch.Tensor) else np.asarray(relevance)
+    v = float(np.percentile(np.abs(a), percentile)) if a.size else 0.0
+    return v if v > 0 else 1.0
+
+
+def heatmap(relevance: Any, ax: plt.Axes | None = None, vmax: float | None = None, title: str | None = None,
+            colorbar: bool = False) -> plt.Figure:
+    """Draw one (H,W) relevance map centred at 0."""
+    r = relevance.detach().cpu().numpy() if isinstance(relevance, torch.Tensor) else np.asarray(relevance)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    v = vmax if vmax is not None else symmetric_limit(r)
+    im = ax.imshow(r, cmap=CMAP, vmin=-v, vmax=v)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046)
+    return ax.figure
+
+
+def overlay(image: Any, relevance: Any, ax: plt.Axes | None = None, alpha: float = 0.6, vmax: float | None = None,
+            title: str | None = None) -> plt.Figure:
+    """Draw a grey version of ``image`` with ``relevance`` on top (transparent where relevance is small)."""
+    img = to_numpy_image(image)
+    r = relevance.detach().cpu().numpy() if isinstance(relevance, torch.Tensor) else np.asarray(relevance)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    v = vmax if vmax is not None else symmetric_limit(r)
+    ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
+    rgba = plt.get_cmap(CMAP)(np.clip(r / (2 * v) + 0.5, 0, 1))
+    rgba[..., 3] = alpha * np.clip(np.abs(r) / v, 0, 1)
+    ax.imshow(rgba)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def _grid(n: int, ncols: int, size: float) -> tuple[plt.Figure, np.ndarray]:
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def image_grid(images: Any, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.6,
+               suptitle: str | None = None) -> plt.Figure:
+    """Draw (N,3,H,W) images in a grid."""
+    n = len(images)
+    fig, axes = _grid(n, ncols, size)
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(to_numpy_image(images[i]))
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_grid(relevance: Any, images: Any | None = None, titles: Sequence[str] | None = None, ncols: int = 8,
+                 size: float = 1.6, shared_scale: bool = False, suptitle: str | None = None) -> plt.Figure:
+    """Draw (N,H,W) relevance maps in a grid, as overlays on ``images`` when given.
+
+    Each map gets its own symmetric scale unless ``shared_scale=True`` (one scale for all, for
+    comparing magnitudes).
+    """
+    n = len(relevance)
+    fig, axes = _grid(n, ncols, size)
+    vmax = symmetric_limit(relevance) if shared_scale else None
+    for i in range(n):
+        ax = axes.flat[i]
+        t = None if titles is None else str(titles[i])
+        if images is not None:
+            overlay(images[i], relevance[i], ax=ax, vmax=vmax, title=t)
+        else:
+            heatmap(relevance[i], ax=ax, vmax=vmax, title=t)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
