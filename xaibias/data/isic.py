@@ -1031,13 +1031,14 @@ class ISICDataset(_ImageTable):
         """
         if self._images is None:
             self.prepare()
-            out = torch.empty((len(self), 3, self.size, self.size), dtype=torch.float32)
+            u8 = np.empty((len(self), self.size, self.size, 3), dtype=np.uint8)
             it = range(len(self))
             if self._cache_folder is None:
                 it = tqdm(it, desc=f"loading ISIC images at {self.size}px", disable=len(self) < 50)
             for i in it:
-                out[i] = torch.from_numpy(self._uint8(i)).permute(2, 0, 1).float().div_(255.0)
-            self._images = out
+                u8[i] = self._uint8(i)
+            # one conversion for the whole stack (per-image float ops are slow on busy CPUs)
+            self._images = torch.from_numpy(u8).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         return self._images
 
     def _subset_fields(self, new: _ImageTable, idx: np.ndarray) -> None:
