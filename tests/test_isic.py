@@ -210,6 +210,20 @@ def test_items_are_the_right_photos_in_range(tmp_path):
         ds[5]
 
 
+def test_dataloader_batches_and_package_exports(tmp_path):
+    import xaibias as xb
+
+    assert xb.data.ISICDataset is ISICDataset and xb.data.DermaMNIST is DermaMNIST
+    assert xb.data.load_artifact_annotations is load_artifact_annotations
+    root, ids = _folder(tmp_path, 5)
+    fx.write_2016(root / "gt.csv", ids, [True, False, True, False, True])
+    ds = ISICDataset(root, size=16)
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=2))
+    assert [tuple(b[0].shape) for b in batches] == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
+    assert torch.cat([b[1] for b in batches]).tolist() == [1, 0, 1, 0, 1]
+    assert torch.equal(torch.cat([b[0] for b in batches]), ds.images)
+
+
 def test_png_jpeg_extensions_and_recursive_lookup(tmp_path):
     root = tmp_path / "isic"
     ids = fx.ids_for(3)
