@@ -46,15 +46,21 @@ dropped, and the count is kept in ``dataset.dropped`` (and reported in a warning
 Multi-class (``binary=False``) keeps the diagnosis classes of the file, in the challenge's column
 order (ISIC 2018 and HAM10000: MEL, NV, BCC, AKIEC, BKL, DF, VASC; ISIC 2019: MEL, NV, BCC, AK,
 BKL, DF, VASC, SCC; ISIC 2017: MEL, NV, SK); for free-text diagnoses (ISIC 2020, archive JSON) the
-sorted distinct diagnoses, without ``unknown``. ISIC 2016 and the Bissoto CSV only know
+sorted distinct diagnoses, without ``unknown`` (most ISIC 2020 training photos have diagnosis
+``unknown`` and are benign by ``target``: they stay in binary mode and leave in multi-class mode). ISIC 2016 and the Bissoto CSV only know
 benign/malignant, so both modes give the same two classes there.
+
+Extras: ``annotations=`` joins the Bissoto et al. flags as ``dataset.artifacts`` (bool columns under
+xaibias artifact names), ``masks_dir=`` adds ISIC Task 1 lesion segmentations as
+``dataset.masks["lesion"]``, and ``dataset.split(test_fraction, seed, group="lesion_id")`` keeps all
+photos of one lesion (or patient) on one side.
 
 Resizing and the disk cache
 ---------------------------
 Each photograph is decoded once (JPEGs with PIL's draft mode, which lets libjpeg decode at 1/2,
 1/4 or 1/8 scale, so a 6000 x 4000 photo is not decoded at full size), brought to ``size x size``
 and stored as a uint8 ``.npy`` under ``xaibias.config.cache_dir("isic", "<size>px-<resize>")``.
-``resize="stretch"`` (default) resizes the whole photo to a square, as most ISIC pipelines do; it
+``resize="stretch"`` (default) resizes the whole photo to a square, as many ISIC pipelines do; it
 keeps rulers and dark corners at the border in view but squeezes a 4:3 photo.
 ``resize="crop"`` keeps the aspect ratio by cutting the central square first (it loses the sides
 of a wide photo). Cache files are written atomically (temporary file + rename), named by a hash of
