@@ -80,7 +80,7 @@ def test_isic2017_binary_and_multiclass(tmp_path):
 
 def test_isic2018_onehot_binary_mapping(tmp_path):
     root, ids = _folder(tmp_path, 7)
-    fx.write_onehot(root / "gt.csv", ids, DX2018, DX2018)
+    fx.write_onehot(root / "gt.csv", [f"{i}.jpg" for i in ids], DX2018, DX2018)  # ids with extension too
     ds = ISICDataset(root, size=16)
     assert ds.layout == "isic2018"
     # MEL, BCC, AKIEC malignant; NV, BKL, DF, VASC benign
@@ -89,6 +89,7 @@ def test_isic2018_onehot_binary_mapping(tmp_path):
     assert multi.class_names == tuple(DX2018)
     assert multi.labels.tolist() == list(range(7))
     assert multi.meta["diagnosis"].tolist() == DX2018
+    assert multi.image_ids == ids
 
 
 def test_isic2019_unk_dropped_with_count(tmp_path):

@@ -963,7 +963,12 @@ class ISICDataset(_ImageTable):
                 raise FileNotFoundError(f"ground-truth file not found: {path}")
         lay = layout or detect_layout(path)
         table, order = _parse_csv(path, lay)
-        table["image_id"] = table["image_id"].astype(str).str.strip()
+        table["image_id"] = (
+            table["image_id"]
+            .astype(str)
+            .str.strip()
+            .str.replace(r"\.(jpe?g|png)$", "", regex=True, case=False)
+        )
         return table, order, lay, path
 
     def _find_csvs(self) -> list[tuple[Path, str]]:
@@ -1249,6 +1254,7 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "isic2017_train_images": (f"{_S3}/2017/ISIC-2017_Training_Data.zip", None),
     "isic2017_train_labels": (f"{_S3}/2017/ISIC-2017_Training_Part3_GroundTruth.csv", None),
     "isic2018_task12_train_images": (f"{_S3}/2018/ISIC2018_Task1-2_Training_Input.zip", None),
+    "isic2018_task1_train_masks": (f"{_S3}/2018/ISIC2018_Task1_Training_GroundTruth.zip", None),
     "isic2018_task3_train_images": (f"{_S3}/2018/ISIC2018_Task3_Training_Input.zip", None),
     "isic2018_task3_train_labels": (f"{_S3}/2018/ISIC2018_Task3_Training_GroundTruth.zip", None),
     "isic2019_train_images": (f"{_S3}/2019/ISIC_2019_Training_Input.zip", None),
