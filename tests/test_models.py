@@ -1,0 +1,115 @@
+import urllib.error
+
+import pytest
+import torch
+
+import xaibias as xb
+from xaibias import models
+
+
+def _toy(n=64, size=32, seed=0):
+    # class 1 has a bright square in the top-left corner: trivially learnable
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g) * 0.5
+    y = torch.arange(n) % 2
+    x[y == 1, :, :8, :8] = 1.0
+    return x, y
+
+
+@pytest.mark.parametrize("name", [m for m in models.MODELS])
+def test_every_model_builds_and_runs_on_small_inputs(name):
+    m = models.make_model(name, num_classes=3)
+    with torch.no_grad():
+        out = m(torch.rand(1, 3, 64, 64))
+    assert out.shape == (1, 3)
+    assert not m.training
+
+
+def test_make_model_is_seeded_and_validates():
+    a = models.make_model("small_vgg", seed=1).state_dict()
+    b = models.make_model("small_vgg", seed=1).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="unknown model 'tiny'"):
+        models.make_model("tiny")
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        models.make_model("small_vgg", num_classes=1)
+    with pytest.raises(ValueError, match="has no pretrained weights"):
+        models.make_model("small_vgg", pretrained=True)
+
+
+def test_pretrained_offline_gives_clear_message(monkeypatch):
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match="could not download ImageNet weights for 'resnet50'.*pretrained=False"):
+        models.make_model("resnet50", pretrained=True)
+
+
+def test_train_learns_toy_task_and_evaluate_reports():
+    x, y = _toy()
+    m = models.train(models.make_model("small_vgg"), (x, y), epochs=4, lr=5e-3, batch_size=16, progress=False)
+    res = models.evaluate(m, (x, y))
+    assert res["accuracy"] >= 0.9 and res["auroc"] >= 0.9 and res["n"] == 64
+    p = models.predict_proba(m, x[:5])
+    assert p.shape == (5, 2) and torch.allclose(p.sum(1), torch.ones(5))
+    one = models.evaluate(m, (x[y == 1], y[y == 1]))
+    assert "single class" in one["note"]
+
+
+def test_augment_and_loss_hook_are_called():
+    x, y = _toy(n=32)
+    calls = {"aug": 0, "hook": 0}
+
+    def aug(images, labels, rng):
+        calls["aug"] += 1
+        return images.flip(-1)
+
+    def hook(model, xb_, yb, idx):
+        calls["hook"] += 1
+        assert len(idx) == len(xb_)
+        return torch.zeros(())
+
+    models.train(models.make_model("small_vgg"), (x, y), epochs=1, batch_size=16, augment=aug, loss_hook=hook,
+                 progress=False)
+    assert calls == {"aug": 2, "hook": 2}
+    with pytest.raises(ValueError, match=r"augment\(images\) output must have values in \[0,1\]"):
+        models.train(models.make_model("small_vgg"), (x, y), epochs=1, augment=lambda a, b, r: a * 5, progress=False)
+
+
+def test_fit_or_load_caches_and_survives_corrupt_file(monkeypatch):
+    x, y = _toy(n=32)
+    m1 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    files = list(xb.config.cache_dir("models").glob("small_vgg-*.pt"))
+    assert len(files) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("should have loaded from the cache")
+
+    monkeypatch.setattr(models, "train", boom)
+    m2 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    monkeypatch.undo()
+    files[0].write_bytes(b"garbage")
+    m3 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))
+    # another hyper-parameter -> another cache entry
+    models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=8, progress=False)
+    assert len(list(xb.config.cache_dir("models").glob("small_vgg-*.pt"))) == 2
+
+
+def test_as_tensors_accepts_torch_dataset_and_rejects_garbage():
+    x, y = _toy(n=4)
+    ds = torch.utils.data.TensorDataset(x, y)
+    a, b = models.as_tensors(ds)
+    assert torch.equal(a, x) and torch.equal(b, y)
+    with pytest.raises(TypeError, match="expected a dataset with .images and .labels"):
+        models.as_tensors(42)
+    with pytest.raises(ValueError, match="labels has 3 entries but 4 were expected"):
+        models.as_tensors((x, y[:3]))
+
+
+def test_last_conv_layer():
+    assert models.last_conv_layer(models.make_model("small_vgg")) == "features.11"
+    with pytest.raises(ValueError, match="has no Conv2d layer"):
+        models.last_conv_layer(torch.nn.Linear(2, 2))
