@@ -690,11 +690,13 @@ def test_sample_painters_and_attribution_on_real_photos():
 
     ds = ISICDataset(SAMPLE, csv="ISIC-2017_Training_Part3_GroundTruth.csv", size=64).subset([0, 1, 60, 61])
     images = ds.images
-    painted, masks = xb.data.insert_artifact(images, "frame", seed=0)
-    assert painted.shape == images.shape and masks.shape == (4, 64, 64) and masks.dtype == torch.bool
-    assert masks.any() and torch.isfinite(painted).all()
-    changed = (painted - images).abs().sum(dim=1) > 1e-6
-    assert not (changed & ~masks).any()  # pixels change only inside the artifact mask
+    for name in xb.data.ARTIFACTS:  # every painter works on real photos
+        out, masks = xb.data.insert_artifact(images, name, seed=0)
+        assert out.shape == images.shape and masks.shape == (4, 64, 64) and masks.dtype == torch.bool, name
+        assert masks.any() and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1, name
+        changed = (out - images).abs().sum(dim=1) > 1e-6
+        assert changed.any() and not (changed & ~masks).any(), name  # changes only inside the mask
+    painted, _ = xb.data.insert_artifact(images, "frame", seed=0)
     xb.config.seed_everything(0)
     model = xb.models.make_model("small_vgg", num_classes=2).eval()
     relevance = xb.explain.attribute(model, painted, method="lrp")
