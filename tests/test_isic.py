@@ -154,6 +154,23 @@ def test_isic_archive_json(tmp_path):
     assert multi.class_names == ("basal cell carcinoma", "melanoma", "nevus")
 
 
+def test_isic_archive_api_v2_records_and_bad_json(tmp_path):
+    import json
+
+    root, ids = _folder(tmp_path, 2)
+    (root / "meta").mkdir()
+    for i, bm in zip(ids, ["benign", "malignant"]):
+        rec = {"isic_id": i, "metadata": {"clinical": {"benign_malignant": bm, "diagnosis": "nevus"}}}
+        (root / "meta" / f"{i}.json").write_text(json.dumps(rec))
+    assert ISICDataset(root, size=8).labels.tolist() == [0, 1]
+    (root / "meta" / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"cannot read ISIC archive metadata file .*broken\.json"):
+        ISICDataset(root, size=8)
+    (root / "meta" / "broken.json").write_text('{"id": 3}')
+    with pytest.raises(ValueError, match=r"broken\.json lacks 'name' or 'meta'.*found keys \['id'\]"):
+        ISICDataset(root, size=8)
+
+
 def test_bissoto_csv_as_ground_truth_and_annotations_join(tmp_path):
     root, ids = _folder(tmp_path, 4)
     flags = np.array(
@@ -625,7 +642,7 @@ def test_download_extracts_zip(tmp_path):
     assert (out / "inner" / "ISIC_0000000.jpg").read_bytes() == b"x"
 
 
-def test_download_offline_message(tmp_path, monkeypatch):
+def test_download_offline_message(tmp_path, monkeypatch, capsys):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
@@ -637,7 +654,15 @@ def test_download_offline_message(tmp_path, monkeypatch):
         download_dataset("dermamnist", progress=False)
     script = _load_script()
     assert script.main(["dermamnist"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "Download it by hand from" in err and str(tmp_path / "data" / "dermamnist" / "dermamnist.npz") in err
+    )
+    assert script.main(["ham10000"]) == 1
+    assert "10.7910/DVN/DBW86T" in capsys.readouterr().out
     assert script.main(["--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "isic2019_train_labels" in listing and "md5:0744692d530f8e62ec473284d019b0c7" in listing
 
 
 def test_registry_entries_are_well_formed():
