@@ -1,3 +1,79 @@
-"""Sampling helpers (placeholder)."""
+"""Resampling helpers that remove an artifact's correlation with the class.
 
-__all__: list[str] = []
+:func:`unbiased_resample` builds the "unbiased" training set of Pfau et al. 2019 (Global
+Saliency): every image with the artifact is kept and, per class, a random subset of images without
+it is added in proportion, so that P(class | artifact) = P(class | no artifact).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import as_labels, describe
+
+__all__ = ["unbiased_resample"]
+
+
+def _as_flags(flags: Any, n: int) -> np.ndarray:
+    if isinstance(flags, torch.Tensor):
+        flags = flags.detach().cpu().numpy()
+    elif hasattr(flags, "to_numpy"):  # pandas Series
+        flags = flags.to_numpy()
+    arr = np.asarray(flags)
+    if arr.ndim != 1 or arr.dtype != bool:
+        raise ValueError(f"flags must be a 1-D bool sequence (one per image); got {describe(arr)}")
+    if len(arr) != n:
+        raise ValueError(f"flags has {len(arr)} entries but labels has {n}; they must describe the same images")
+    return arr
+
+
+def unbiased_resample(labels: Any, flags: Any, ratio: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Indices of a subset in which the class no longer depends on the flag.
+
+    All flagged images are kept. For every class ``c`` with ``f_c`` flagged images,
+    ``k_c = round(ratio * f_c)`` unflagged images of class ``c`` are drawn at random (without
+    replacement), so the unflagged part has the same class proportions as the flagged part:
+    P(c | flag) = P(c | no flag). The equality is exact when every ``ratio * f_c`` is an integer,
+    otherwise it holds up to that rounding.
+
+    Parameters
+    ----------
+    labels : int class labels (N,)
+    flags : bool (N,), e.g. ``ds.artifacts["ink"]``
+    ratio : number of unflagged images per flagged image (> 0)
+    seed : seed of the random choice
+
+    Returns
+    -------
+    np.ndarray of int64 indices into the original images, sorted ascending.
+
+    Raises
+    ------
+    ValueError
+        When a class has fewer unflagged images than needed (the message names the class and the
+        numbers needed and available), when nothing is flagged, or on malformed input.
+    """
+    lab = as_labels(labels).numpy()
+    fl = _as_flags(flags, len(lab))
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) or not ratio > 0:
+        raise ValueError(f"ratio must be a positive number (unflagged images per flagged image); got {ratio!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    if not fl.any():
+        raise ValueError("flags has no flagged image; there is nothing to balance")
+    rng = np.random.default_rng(int(seed))
+    chosen = [np.flatnonzero(fl)]
+    for c in np.unique(lab):
+        f_c = int((fl & (lab == c)).sum())
+        k_c = int(np.floor(ratio * f_c + 0.5))
+        pool = np.flatnonzero(~fl & (lab == c))
+        if k_c > len(pool):
+            raise ValueError(
+                f"class {int(c)} has {f_c} flagged images and needs {k_c} unflagged ones (ratio={ratio}), "
+                f"but only {len(pool)} are available; lower ratio or add unflagged images of class {int(c)}"
+            )
+        chosen.append(rng.choice(pool, size=k_c, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -1,3 +1,769 @@
-"""Synthetic lesions (placeholder, filled by the foundation issue)."""
+"""Synthetic dermoscopy-like lesions with artifacts whose co-occurrence with the class is known.
 
-__all__: list[str] = []
+:class:`SyntheticLesions` is the embedded default dataset of the notebooks: it needs no download,
+generates 2,000 images of 64 px in seconds, and every pixel's origin is known (a lesion mask and
+one mask per artifact), so explanation methods can be scored against the truth.
+
+How an image is made
+--------------------
+1. **Skin**: a tone drawn from ``skin_tones`` (Fitzpatrick-like types I-VI under dermoscope light),
+   with smooth illumination changes, a slight dermoscope fall-off and fine texture noise.
+2. **Lesion**: an ellipse whose border is perturbed by Fourier harmonics, coloured by multiplying
+   the skin with a brown (or pink/red) pigment, darker towards an (off-)centre point, with optional
+   colour blobs, vessels, keratin scale and dots. Its appearance is controlled by eleven features
+   in [0, 1] (:data:`FEATURES`), drawn per image from class-dependent distributions
+   (:data:`CLASS_PROTOTYPES`).
+3. **Artifacts**: each artifact of :data:`xaibias.data.ARTIFACTS` is painted with probability
+   ``bias[artifact][class]`` by the same painters as :func:`xaibias.data.insert_artifact`, in the
+   order hair, bubble, ink, ruler, patch, red_circle, frame (the microscope frame last, on top).
+
+Classes and their clinical meaning
+----------------------------------
+Binary (default, ``class_names == ["benign", "malignant"]``, label 1 = malignant): *benign* is a
+common nevus: small, round, symmetric, regular sharp-ish border, one uniform brown. *Malignant* is
+a melanoma: larger, elongated and asymmetric (lopsided outline, eccentric dark centre), irregular
+border, several colours (black, blue-grey, red, white regression, dark brown blobs). The ABCD rule
+of dermoscopy in miniature.
+
+Seven ISIC-like classes (``classes=7``; ``classes=k`` takes the first ``k`` of this order):
+
+- ``MEL`` melanoma: as *malignant* above.
+- ``NV`` nevus: as *benign* above.
+- ``BCC`` basal cell carcinoma: pink, pearly, little pigment, arborising red vessels.
+- ``SCC`` squamous cell carcinoma: pink-red, blurred border, white-yellow keratin scale, some vessels.
+- ``AK`` actinic keratosis: small, faint pink-red, very ill-defined border, some scale.
+- ``SK`` seborrhoeic keratosis: dark brown, sharply demarcated ("stuck on"), white milia-like
+  cysts and dark comedo-like openings.
+- ``Other`` vascular-like lesion: small, round, dark red-purple.
+
+The ``difficulty`` knob
+-----------------------
+Each feature ``j`` of an image of class ``c`` is drawn as
+``clip(mean_j + (1 - difficulty) * (proto[c, j] - mean_j) + sigma(difficulty) * z, 0, 1)`` with
+``z ~ N(0, 1)``, ``mean_j`` the average prototype over the classes in use and
+``sigma(d) = 0.06 + 0.24 * d``. At ``difficulty=0`` the classes' feature distributions barely
+overlap (clearly separable by eye); as it grows the class means move together and the spread
+grows; at ``difficulty=1`` every class draws from the same distribution and the lesion carries no
+label information at all. Skin tone, lesion position, rotation and pigment darkness (binary case)
+never depend on the class.
+
+**Recommended difficulty for bias experiments: 0.5** (:data:`RECOMMENDED_DIFFICULTY`): the lesion
+signal is informative but imperfect, so an artifact that co-occurs with a class is an attractive
+shortcut (a small CNN trained without artifacts reaches roughly 80 % on 64 px images; see
+the project report for the measurement).
+
+Bias
+----
+``bias={artifact: (P(a | malignant), P(a | benign))}`` (binary) or
+``{artifact: {class_name: rate}}`` (any class set; missing classes get rate 0).
+``bias="isic2018"`` uses the co-occurrence rates measured on 2,594 ISIC 2018 images by Bissoto et
+al. 2020 ("Debiasing skin lesion datasets and models? Not so fast", Table 1), mapped to painters:
+dark corner -> ``frame`` .451/.350, hair .509/.604, gel bubble -> ``bubble`` .495/.487, ruler
+.595/.470, ink .121/.183, patches -> ``patch`` .004/.089. Their *gel border* (.171/.284) has no
+painter and is left out. With more classes, MEL, BCC and SCC get the malignant rate and the others
+the benign rate.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._cache import content_hash
+from .._checks import as_images, as_masks, describe
+from .artifacts import ARTIFACTS, PAINTER_PARAMS, _bezier, _Canvas, _paint_np
+
+__all__ = [
+    "SyntheticLesions",
+    "reverse_bias",
+    "hide_lesion",
+    "BIAS_PRESETS",
+    "SKIN_TONES",
+    "FEATURES",
+    "CLASS_PROTOTYPES",
+    "ISIC_CLASSES",
+    "MALIGNANT_CLASSES",
+    "RECOMMENDED_DIFFICULTY",
+]
+
+#: Bump when the generator changes, so cached models trained on old images are not reused.
+GENERATOR_VERSION = 1
+
+RECOMMENDED_DIFFICULTY = 0.5
+
+ISIC_CLASSES: tuple[str, ...] = ("MEL", "NV", "BCC", "SCC", "AK", "SK", "Other")
+MALIGNANT_CLASSES: frozenset[str] = frozenset({"malignant", "MEL", "BCC", "SCC"})
+BINARY_CLASSES: tuple[str, str] = ("benign", "malignant")
+
+#: Skin tones (RGB under dermoscope light), roughly Fitzpatrick types I-VI.
+SKIN_TONES: dict[str, tuple[float, float, float]] = {
+    "I": (0.96, 0.84, 0.78),
+    "II": (0.92, 0.76, 0.66),
+    "III": (0.85, 0.66, 0.54),
+    "IV": (0.73, 0.53, 0.39),
+    "V": (0.56, 0.39, 0.27),
+    "VI": (0.40, 0.27, 0.19),
+}
+
+#: P(artifact | malignant), P(artifact | benign) on ISIC 2018 (Bissoto et al. 2020, Table 1).
+BIAS_PRESETS: dict[str, dict[str, tuple[float, float]]] = {
+    "isic2018": {
+        "frame": (0.451, 0.350),  # "dark corner"
+        "hair": (0.509, 0.604),
+        "bubble": (0.495, 0.487),  # "gel bubble"
+        "ruler": (0.595, 0.470),
+        "ink": (0.121, 0.183),
+        "patch": (0.004, 0.089),  # "patches"
+        # "gel border" (.171/.284) has no painter and is left out
+    }
+}
+
+#: Lesion appearance features, each in [0, 1].
+FEATURES: tuple[str, ...] = (
+    "size",  # radius 0.12-0.30 of the image side
+    "elongation",  # axis ratio 1 - 0.45 * u
+    "asymmetry",  # low-order border harmonics and an eccentric dark centre
+    "irregularity",  # high-order border harmonics (notches, jagged edge)
+    "blur",  # width of the border transition
+    "variegation",  # number and strength of extra colour blobs
+    "darkness",  # pigment darkness
+    "pink",  # pink/red instead of brown pigment
+    "vessels",  # thin red vessels inside the lesion
+    "scale",  # white-yellow keratin flecks
+    "dots",  # white milia-like cysts and dark comedo-like openings
+)
+
+#: Mean feature vector of each class (order of :data:`FEATURES`); binary uses NV and MEL.
+CLASS_PROTOTYPES: dict[str, tuple[float, ...]] = {
+    #        size  elong asym  irreg blur  vari  dark  pink  vess  scale dots
+    "NV": (0.25, 0.20, 0.10, 0.10, 0.30, 0.08, 0.55, 0.05, 0.00, 0.00, 0.00),
+    "MEL": (0.80, 0.60, 0.85, 0.85, 0.45, 0.85, 0.55, 0.10, 0.05, 0.05, 0.00),
+    "BCC": (0.50, 0.40, 0.45, 0.40, 0.55, 0.25, 0.15, 0.80, 0.85, 0.10, 0.05),
+    "SCC": (0.55, 0.35, 0.50, 0.55, 0.60, 0.15, 0.10, 0.85, 0.35, 0.85, 0.00),
+    "AK": (0.35, 0.45, 0.40, 0.50, 0.90, 0.10, 0.05, 0.60, 0.15, 0.50, 0.00),
+    "SK": (0.50, 0.50, 0.30, 0.30, 0.05, 0.30, 0.85, 0.00, 0.00, 0.20, 0.85),
+    "Other": (0.20, 0.15, 0.15, 0.15, 0.30, 0.15, 0.55, 0.95, 0.10, 0.00, 0.00),
+}
+_BINARY_PROTO = {"benign": "NV", "malignant": "MEL"}
+#: Features that never depend on the class in the binary case (nuisance), with their spread.
+_BINARY_NUISANCE = {"darkness": 0.22}
+
+_PAINT_ORDER = ("hair", "bubble", "ink", "ruler", "patch", "red_circle", "frame")
+_BLOB_COLORS = np.array(
+    [(0.08, 0.05, 0.05), (0.36, 0.42, 0.56), (0.72, 0.22, 0.22), (0.86, 0.82, 0.82), (0.26, 0.13, 0.07)],
+    np.float32,
+)
+
+
+def _sigma(difficulty: float) -> float:
+    return 0.06 + 0.24 * difficulty
+
+
+# ----------------------------------------------------------------------------------------------
+# argument resolution
+# ----------------------------------------------------------------------------------------------
+def _resolve_classes(classes: Any) -> list[str]:
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        k = int(classes)
+        if k == 2:
+            return list(BINARY_CLASSES)
+        if 3 <= k <= len(ISIC_CLASSES):
+            return list(ISIC_CLASSES[:k])
+        raise ValueError(f"classes must be an int in 2..{len(ISIC_CLASSES)} or a list of class names; got {k}")
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        names = list(classes)
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError(f"classes must list at least two distinct class names; got {names}")
+        if sorted(names) == sorted(BINARY_CLASSES):
+            if names != list(BINARY_CLASSES):
+                raise ValueError(f"binary classes must be in the order {list(BINARY_CLASSES)}; got {names}")
+            return names
+        bad = [c for c in names if c not in ISIC_CLASSES]
+        if bad:
+            raise ValueError(
+                f"classes contains unknown class name(s) {bad}; valid names are {list(ISIC_CLASSES)} "
+                f"or exactly {list(BINARY_CLASSES)}"
+            )
+        return names
+    raise ValueError(f"classes must be an int in 2..{len(ISIC_CLASSES)} or a list of class names; got {classes!r}")
+
+
+def _check_rate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"bias rate for {where} must be a number in [0,1]; got {value!r}")
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"bias rate for {where} must be in [0,1]; got {v}")
+    return v
+
+
+def _resolve_bias(bias: Any, class_names: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Return (bias as resolved, {artifact: rate per class index})."""
+    binary = class_names == list(BINARY_CLASSES)
+    if bias is None:
+        return {}, {}
+    if isinstance(bias, str):
+        if bias not in BIAS_PRESETS:
+            raise ValueError(f"unknown bias preset {bias!r}; valid presets are {list(BIAS_PRESETS)}")
+        preset = BIAS_PRESETS[bias]
+        if binary:
+            bias = dict(preset)
+        else:
+            bias = {
+                a: {c: (pm if c in MALIGNANT_CLASSES else pb) for c in class_names} for a, (pm, pb) in preset.items()
+            }
+    if not isinstance(bias, dict):
+        raise ValueError(
+            "bias must be None, a preset name, {artifact: (P(a|malignant), P(a|benign))} or "
+            f"{{artifact: {{class_name: rate}}}}; got {type(bias).__name__}"
+        )
+    resolved: dict[str, Any] = {}
+    rates: dict[str, np.ndarray] = {}
+    for art, spec in bias.items():
+        if art not in ARTIFACTS:
+            raise ValueError(f"bias names unknown artifact {art!r}; valid artifacts are {', '.join(ARTIFACTS)}")
+        if isinstance(spec, dict):
+            bad = [c for c in spec if c not in class_names]
+            if bad:
+                raise ValueError(f"bias[{art!r}] names unknown class(es) {bad}; the classes are {class_names}")
+            r = np.array([_check_rate(spec.get(c, 0.0), f"bias[{art!r}][{c!r}]") for c in class_names])
+            if binary:
+                resolved[art] = (float(r[1]), float(r[0]))
+            else:
+                resolved[art] = {c: float(v) for c, v in zip(class_names, r)}
+        elif isinstance(spec, (tuple, list)):
+            if not binary:
+                raise ValueError(
+                    f"bias[{art!r}] is a (P(a|malignant), P(a|benign)) pair, which needs binary classes; "
+                    f"with classes {class_names} give {{class_name: rate}}"
+                )
+            if len(spec) != 2:
+                raise ValueError(
+                    f"bias[{art!r}] must be a pair (P(a|malignant), P(a|benign)); got {len(spec)} value(s)"
+                )
+            pm = _check_rate(spec[0], f"bias[{art!r}] P(a|malignant)")
+            pb = _check_rate(spec[1], f"bias[{art!r}] P(a|benign)")
+            resolved[art] = (pm, pb)
+            r = np.array([pb, pm])
+        else:
+            raise ValueError(
+                f"bias[{art!r}] must be a pair (P(a|malignant), P(a|benign)) or a {{class_name: rate}} dict; "
+                f"got {type(spec).__name__}"
+            )
+        rates[art] = r
+    return resolved, rates
+
+
+def _resolve_skin(skin_tones: Any) -> tuple[list, np.ndarray]:
+    if isinstance(skin_tones, str):
+        skin_tones = [skin_tones]
+    if not isinstance(skin_tones, (list, tuple)) or len(skin_tones) == 0:
+        raise ValueError(f"skin_tones must be a non-empty list of names {list(SKIN_TONES)} or RGB triples; got {skin_tones!r}")
+    spec, rgb = [], []
+    for t in skin_tones:
+        if isinstance(t, str):
+            if t not in SKIN_TONES:
+                raise ValueError(f"skin_tones has unknown tone {t!r}; valid names are {list(SKIN_TONES)} (or RGB triples)")
+            spec.append(t)
+            rgb.append(SKIN_TONES[t])
+        else:
+            c = np.asarray(t, dtype=float)
+            if c.shape != (3,) or not np.all((c >= 0) & (c <= 1)):
+                raise ValueError(f"skin_tones entries must be names or RGB triples in [0,1]; got {t!r}")
+            spec.append([float(v) for v in c])
+            rgb.append(tuple(c))
+    return spec, np.asarray(rgb, np.float32)
+
+
+def _resolve_artifact_params(artifact_params: Any) -> dict[str, dict[str, Any]]:
+    if artifact_params is None:
+        return {}
+    if not isinstance(artifact_params, dict):
+        raise ValueError(f"artifact_params must be {{artifact: {{param: value}}}}; got {type(artifact_params).__name__}")
+    out = {}
+    for art, params in artifact_params.items():
+        if art not in ARTIFACTS:
+            raise ValueError(f"artifact_params names unknown artifact {art!r}; valid artifacts are {', '.join(ARTIFACTS)}")
+        if not isinstance(params, dict):
+            raise ValueError(f"artifact_params[{art!r}] must be a dict of painter parameters; got {params!r}")
+        bad = sorted(set(params) - set(PAINTER_PARAMS[art]))
+        if bad:
+            raise ValueError(f"artifact_params[{art!r}] has unknown parameter(s) {bad}; {art} accepts {list(PAINTER_PARAMS[art])}")
+        out[art] = dict(params)
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+# ----------------------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def _interp_matrix(n: int, g: int) -> np.ndarray:
+    """(n, g) bilinear interpolation matrix from a g-point grid to n pixels."""
+    pos = (np.arange(n) + 0.5) / n * (g - 1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, g - 2)
+    t = pos - i0
+    m = np.zeros((n, g), np.float32)
+    m[np.arange(n), i0] = 1 - t
+    m[np.arange(n), i0 + 1] = t
+    m.setflags(write=False)
+    return m
+
+
+def _smooth_noise(rng: np.random.Generator, b: int, h: int, w: int, g: int) -> np.ndarray:
+    """Smooth random fields (b, h, w) with roughly unit amplitude, bilinear from g x g grids."""
+    grid = rng.standard_normal((b, g, g), dtype=np.float32)
+    # plain einsum (no BLAS): tiny products, and BLAS threads only contend on a busy machine
+    tmp = np.einsum("hg,bgk->bhk", _interp_matrix(h, g), grid)
+    return np.einsum("bhk,wk->bhw", tmp, _interp_matrix(w, g))
+
+
+@lru_cache(maxsize=16)
+def _coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx = np.meshgrid(
+        np.arange(h, dtype=np.float32) + 0.5 - h / 2, np.arange(w, dtype=np.float32) + 0.5 - w / 2, indexing="ij"
+    )
+    r2 = (yy**2 + xx**2) / np.float32((min(h, w) / 2) ** 2)
+    for arr in (yy, xx, r2):
+        arr.setflags(write=False)
+    return yy, xx, r2
+
+
+_NBINS = 1024  # angular resolution of the border function
+_KMAX = 16  # highest border harmonic
+
+
+@lru_cache(maxsize=1)
+def _harmonic_basis() -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(_NBINS) / _NBINS * 2 * np.pi
+    k = np.arange(1, _KMAX + 1)[:, None]
+    return np.cos(k * t).astype(np.float32), np.sin(k * t).astype(np.float32)
+
+
+def _f32(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def _render_batch(
+    u: np.ndarray, skin_rgb: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (B,3,H,W) float32 and lesion masks (B,H,W) from features ``u`` (B, len(FEATURES))."""
+    bsz, h, w = len(u), size, size
+    s = np.float32(size)
+    f = {name: _f32(u[:, j]) for j, name in enumerate(FEATURES)}
+    yy, xx, r2 = _coords(h, w)
+
+    def col3(v: np.ndarray) -> np.ndarray:  # (B,3) -> (B,3,1,1)
+        return v[:, :, None, None]
+
+    def b1(v: np.ndarray) -> np.ndarray:  # (B,) -> (B,1,1)
+        return v[:, None, None]
+
+    # skin: tone, smooth illumination, dermoscope fall-off, fine texture
+    skin = _f32(skin_rgb * rng.uniform(0.94, 1.04, (bsz, 3)))
+    light = 1.0 + 0.05 * _smooth_noise(rng, bsz, h, w, 4) - 0.07 * r2
+    img = col3(skin) * light[:, None]
+    img *= 1.0 + 0.014 * rng.standard_normal((bsz, 1, h, w), dtype=np.float32)
+    img += 0.025 * col3(skin) * _smooth_noise(rng, bsz * 3, h, w, 9).reshape(bsz, 3, h, w)
+
+    # lesion shape: ellipse + Fourier border perturbation, in a rotated, scaled frame
+    radius = (0.12 + 0.18 * f["size"]) * s
+    q = 1.0 - 0.45 * f["elongation"]
+    ax, bx_ = radius / np.sqrt(q), radius * np.sqrt(q)
+    cy, cx = _f32(rng.uniform(-0.07, 0.07, (2, bsz)) * s)
+    phi = _f32(rng.uniform(0, np.pi, bsz))
+    c, sn = np.cos(phi), np.sin(phi)
+    dy, dx = yy[None] - b1(cy), xx[None] - b1(cx)
+    xr = (dx * b1(c) + dy * b1(sn)) / b1(ax)
+    yr = (dy * b1(c) - dx * b1(sn)) / b1(bx_)
+    rho = np.sqrt(xr * xr + yr * yr)
+    theta = np.arctan2(yr, xr)
+    amp = np.zeros((bsz, _KMAX), np.float32)
+    amp[:, 0] = 0.13 * f["asymmetry"]
+    amp[:, 1] = 0.10 * f["asymmetry"]
+    ks = np.arange(3, _KMAX + 1, dtype=np.float32)
+    amp[:, 2:] = (0.11 * f["irregularity"])[:, None] * np.abs(rng.normal(1.0, 0.35, (bsz, len(ks)))) * (ks / 3.0) ** -0.8
+    ph = rng.uniform(0, 2 * np.pi, (bsz, _KMAX))
+    cosb, sinb = _harmonic_basis()
+    table = np.einsum("bk,kn->bn", _f32(amp * np.cos(ph)), cosb) - np.einsum("bk,kn->bn", _f32(amp * np.sin(ph)), sinb)
+    idx = ((theta + np.float32(np.pi)) * np.float32(_NBINS / (2 * np.pi))).astype(np.int32) % _NBINS
+    idx = (idx + _NBINS // 2) % _NBINS  # theta in [-pi, pi) -> bins of [0, 2 pi)
+    border = np.take_along_axis(table, idx.reshape(bsz, -1), axis=1).reshape(bsz, h, w)
+    edge = (0.7 + 3.2 * f["blur"]) * s / 64.0
+    sd = (1.0 + border - rho) * b1(radius)  # ~ signed distance to the border in pixels
+    alpha = np.clip(0.5 + sd / b1(edge), 0.0, 1.0)
+    lesion = sd >= 0
+
+    # pigment: skin times a brown (or pink/red) tint, darker towards an (eccentric) centre
+    dark, pink = f["darkness"][:, None], f["pink"][:, None]
+    brown = _f32([0.80, 0.62, 0.52]) * (1 - dark) + _f32([0.30, 0.19, 0.13]) * dark
+    pinkc = _f32([1.0, 0.62, 0.64]) * (1 - 0.5 * dark) + _f32([0.55, 0.18, 0.3]) * 0.5 * dark
+    tint = brown * (1 - pink) + pinkc * pink
+    off = 0.45 * f["asymmetry"] * radius
+    oang = _f32(rng.uniform(0, 2 * np.pi, bsz))
+    oy, ox = cy + off * np.sin(oang), cx + off * np.cos(oang)
+    dc = np.sqrt((yy[None] - b1(oy)) ** 2 + (xx[None] - b1(ox)) ** 2) / b1(radius)
+    depth = _f32(rng.uniform(0.15, 0.3, bsz))
+    shade = (1.0 - b1(depth) * np.clip(1.0 - dc, 0.0, 1.0)) * light * (1.0 + 0.04 * _smooth_noise(rng, bsz, h, w, 12))
+    col = col3(skin * tint) * shade[:, None]
+
+    # variegation: up to four extra colour blobs inside the lesion
+    nblob = np.clip(np.round(4 * f["variegation"] + rng.uniform(-0.3, 0.3, bsz)), 0, 4).astype(int)
+    bright = 0.6 + 0.4 * skin.mean(1)
+    strength = 0.45 + 0.45 * f["variegation"]
+    for j in range(4):
+        on = nblob > j
+        k = rng.integers(len(_BLOB_COLORS), size=bsz)
+        t = _f32(rng.uniform(0, 2 * np.pi, bsz))
+        rr = _f32(rng.uniform(0, 0.65, bsz)) * radius
+        sig = _f32(rng.uniform(0.2, 0.4, bsz)) * radius
+        if not on.any():
+            continue
+        sel = np.flatnonzero(on)
+        by, bxx = (cy + rr * np.sin(t))[sel], (cx + rr * np.cos(t))[sel]
+        d2 = (yy[None] - b1(by)) ** 2 + (xx[None] - b1(bxx)) ** 2
+        wgt = b1(strength[sel]) * np.exp(-d2 / b1(2 * sig[sel] ** 2))
+        bc = _BLOB_COLORS[k[sel]] * bright[sel, None]
+        col[sel] = col[sel] * (1 - wgt[:, None]) + col3(bc) * wgt[:, None]
+
+    # keratin scale: white-yellow flecks where a smooth noise field is high
+    has_scale = np.flatnonzero(f["scale"] > 0.05)
+    if len(has_scale):
+        field = _smooth_noise(rng, len(has_scale), h, w, 10)
+        thr = 1.4 - 1.6 * f["scale"][has_scale]
+        sc = np.clip((field - b1(thr)) * 2.0, 0.0, 0.85) * (rho[has_scale] < 0.85)
+        col[has_scale] = col[has_scale] * (1 - sc[:, None]) + _f32([0.95, 0.92, 0.8])[:, None, None] * sc[:, None]
+
+    img = img * (1 - alpha[:, None]) + col * alpha[:, None]
+
+    # vessels and dots (few images): drawn per image on top, inside the lesion
+    nves = np.round(6 * f["vessels"] + rng.uniform(-0.4, 0.4, bsz)).astype(int)
+    ndots = np.round(10 * f["dots"] + rng.uniform(-0.5, 0.5, bsz)).astype(int)
+    for i in np.flatnonzero((nves > 0) | (ndots > 0)):
+        irng = np.random.default_rng(rng.integers(2**63))
+        _vessels_dots(img[i], alpha[i], int(nves[i]), int(ndots[i]), float(cy[i]), float(cx[i]), float(radius[i]), irng)
+
+    np.clip(img, 0.0, 1.0, out=img)
+    return img, lesion
+
+
+def _vessels_dots(
+    img: np.ndarray, alpha: np.ndarray, nves: int, ndots: int, cy: float, cx: float, radius: float, rng: np.random.Generator
+) -> None:
+    """In place: thin red vessels and white/dark dots inside one lesion (weighted by its alpha)."""
+    _, h, w = img.shape
+    s = float(min(h, w))
+    if nves > 0:
+        cv = _Canvas(h, w)
+        for _ in range(nves):
+            t = rng.uniform(0, 2 * np.pi)
+            p0 = np.array([h / 2 + cy, w / 2 + cx]) + rng.uniform(0, 0.5) * radius * np.array([np.sin(t), np.cos(t)])
+            t2 = t + rng.uniform(-1.5, 1.5)
+            p2 = p0 + rng.uniform(0.4, 0.9) * radius * np.array([np.sin(t2), np.cos(t2)])
+            p1 = (p0 + p2) / 2 + rng.normal(0, 0.2 * radius, 2)
+            curve = _bezier(p0 - 0.5, p1 - 0.5, p2 - 0.5, 8)
+            lw = max(1, int(round(max(0.7, s / 90) * cv.ss)))
+            cv.draw.line(cv.pts(curve[:, 0], curve[:, 1]), fill=255, width=lw)
+        va = cv.alpha() * 0.8 * alpha
+        img[:] = img * (1 - va[None]) + _f32([0.72, 0.12, 0.18])[:, None, None] * va[None]
+    yy, xx, _ = _coords(h, w)
+    for i in range(max(0, ndots)):
+        t = rng.uniform(0, 2 * np.pi)
+        rr = np.sqrt(rng.uniform(0, 0.6)) * radius
+        dy, dx = cy + rr * np.sin(t), cx + rr * np.cos(t)
+        dr = max(0.8, rng.uniform(0.02, 0.035) * s)
+        da = np.clip(dr + 0.5 - np.sqrt((yy - dy) ** 2 + (xx - dx) ** 2), 0, 1) * 0.85 * alpha
+        dcol = _f32([0.95, 0.93, 0.85] if i % 2 == 0 else [0.12, 0.08, 0.06])
+        img[:] = img * (1 - da[None]) + dcol[:, None, None] * da[None]
+
+
+def _draw_features(
+    rng: np.random.Generator, class_names: list[str], labels: np.ndarray, difficulty: float
+) -> np.ndarray:
+    """(N, len(FEATURES)) features in [0,1] from the class-dependent distributions."""
+    binary = class_names == list(BINARY_CLASSES)
+    protos = np.array([CLASS_PROTOTYPES[_BINARY_PROTO.get(c, c)] for c in class_names])
+    mean = protos.mean(axis=0)
+    mu = mean + (1.0 - difficulty) * (protos - mean)
+    sig = np.full(len(FEATURES), _sigma(difficulty))
+    if binary:
+        for name, spread in _BINARY_NUISANCE.items():
+            j = FEATURES.index(name)
+            mu[:, j] = mean[j]
+            sig[j] = spread
+    u = mu[labels] + sig * rng.standard_normal((len(labels), len(FEATURES)))
+    return np.clip(u, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the dataset
+# ----------------------------------------------------------------------------------------------
+class SyntheticLesions(torch.utils.data.Dataset):
+    """Synthetic dermoscopy images with known lesions, artifacts and artifact/class co-occurrence.
+
+    Parameters
+    ----------
+    n : number of images (>= 1); classes are balanced (counts differ by at most one)
+    size : image side in pixels (>= 32)
+    classes : 2 (benign/malignant, label 1 = malignant), 3..7 (the first ISIC-like classes of
+        :data:`ISIC_CLASSES`) or a list of class names
+    bias : None (no artifacts), a preset name (``"isic2018"``), ``{artifact: (P(a|malignant),
+        P(a|benign))}`` (binary) or ``{artifact: {class_name: rate}}``
+    difficulty : in [0, 1]; 0 = lesion classes clearly separable, 1 = indistinguishable (see the
+        module docstring); :data:`RECOMMENDED_DIFFICULTY` for bias experiments
+    seed : non-negative int; the same arguments give the same bytes
+    skin_tones : names from :data:`SKIN_TONES` and/or RGB triples, drawn uniformly per image
+    artifact_params : ``{artifact: {param: value}}`` passed to the painters (for example
+        ``{"frame": {"style": "square"}}``, ``{"ink": {"color": (0.35, 0.2, 0.12)}}``)
+
+    Attributes
+    ----------
+    images : float32 tensor (N,3,H,W) in [0,1]
+    labels : long tensor (N,)
+    artifacts : DataFrame with one bool column per entry of :data:`xaibias.data.ARTIFACTS`
+    masks : dict of bool tensors (N,H,W): ``"lesion"`` and every artifact (all-False where absent)
+    features : DataFrame of the lesion features (:data:`FEATURES`) of each image
+    skin_tone : ndarray (N,) index into ``skin_tones``
+    class_names : list of str
+    bias : the bias as resolved (binary: ``{artifact: (P(a|malignant), P(a|benign))}``, else
+        ``{artifact: {class_name: rate}}``)
+    spec : JSON-able dict of all constructor arguments (and the subset, if any)
+    """
+
+    def __init__(
+        self,
+        n: int = 2000,
+        size: int = 64,
+        classes: int | Sequence[str] = 2,
+        bias: dict | str | None = None,
+        difficulty: float = 0.0,
+        seed: int = 0,
+        skin_tones: Sequence[str | Sequence[float]] = tuple(SKIN_TONES),
+        artifact_params: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be an int >= 1 (number of images); got {n!r}")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
+            raise ValueError(f"size must be an int >= 32 (image side in pixels); got {size!r}")
+        if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float, np.integer, np.floating)) or not (
+            0.0 <= float(difficulty) <= 1.0
+        ):
+            raise ValueError(f"difficulty must be a number in [0,1]; got {difficulty!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+        n, size, difficulty, seed = int(n), int(size), float(difficulty), int(seed)
+        self.class_names = _resolve_classes(classes)
+        self.bias, rates = _resolve_bias(bias, self.class_names)
+        skin_spec, skin_rgb = _resolve_skin(skin_tones)
+        params = _resolve_artifact_params(artifact_params)
+        self.spec = {
+            "generator": "SyntheticLesions",
+            "version": GENERATOR_VERSION,
+            "n": n,
+            "size": size,
+            "classes": list(self.class_names),
+            "bias": _jsonable(self.bias),
+            "difficulty": difficulty,
+            "seed": seed,
+            "skin_tones": skin_spec,
+            "artifact_params": _jsonable(params),
+            "subset": None,
+        }
+
+        k = len(self.class_names)
+        rng = np.random.default_rng([seed, 0x5EED])
+        labels = rng.permutation(np.arange(n) % k)
+        feats = _draw_features(rng, self.class_names, labels, difficulty)
+        tones = rng.integers(len(skin_rgb), size=n)
+        present = {a: rng.random(n) < rates[a][labels] if a in rates else np.zeros(n, bool) for a in ARTIFACTS}
+
+        images = np.empty((n, 3, size, size), np.float32)
+        masks = {name: np.zeros((n, size, size), bool) for name in ("lesion", *ARTIFACTS)}
+        chunk = max(1, (1 << 19) // (size * size))
+        for ci, start in enumerate(range(0, n, chunk)):
+            stop = min(n, start + chunk)
+            crng = np.random.default_rng([seed, 1, ci])
+            images[start:stop], masks["lesion"][start:stop] = _render_batch(
+                feats[start:stop], skin_rgb[tones[start:stop]], size, crng
+            )
+        for i in range(n):
+            for a in _PAINT_ORDER:
+                if present[a][i]:
+                    arng = np.random.default_rng([seed, 2, i, ARTIFACTS.index(a)])
+                    masks[a][i] = _paint_np(images[i], a, arng, masks["lesion"][i], params.get(a, {}))
+
+        self.images = torch.from_numpy(images)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.artifacts = pd.DataFrame({a: present[a] for a in ARTIFACTS})
+        self.masks = {k_: torch.from_numpy(v) for k_, v in masks.items()}
+        self.features = pd.DataFrame(feats, columns=list(FEATURES))
+        self.skin_tone = tones
+
+    # -- torch Dataset protocol ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __repr__(self) -> str:
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return (
+            f"SyntheticLesions(n={len(self)}, size={self.images.shape[-1]}, classes={dict(zip(self.class_names, counts))}, "
+            f"difficulty={self.spec['difficulty']}, bias={self.bias})"
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def binary(self) -> bool:
+        """Whether the classes are benign/malignant."""
+        return self.class_names == list(BINARY_CLASSES)
+
+    def cache_key(self) -> str:
+        """A content hash of :attr:`spec` (all constructor arguments and the subset), for caches."""
+        return content_hash(self.spec)
+
+    def subset(self, idx: Any) -> SyntheticLesions:
+        """A new dataset holding images ``idx`` (int indices or a bool mask), in that order."""
+        ix = torch.as_tensor(np.asarray(idx))
+        if ix.dtype == torch.bool:
+            if ix.shape != (len(self),):
+                raise ValueError(f"a bool idx must have shape ({len(self)},); got {describe(ix)}")
+            ix = ix.nonzero().flatten()
+        if ix.ndim != 1 or (ix.numel() and ix.is_floating_point()):
+            raise ValueError(f"idx must be a 1-D sequence of int indices or a bool mask; got {describe(ix)}")
+        ix = ix.long()
+        if ix.numel() and (int(ix.min()) < -len(self) or int(ix.max()) >= len(self)):
+            raise ValueError(f"idx out of range for a dataset of {len(self)} images")
+        out = object.__new__(type(self))
+        out.__dict__.update({k: v for k, v in self.__dict__.items()})
+        npi = ix.numpy()
+        out.images = self.images[ix]
+        out.labels = self.labels[ix]
+        out.masks = {k: v[ix] for k, v in self.masks.items()}
+        out.artifacts = self.artifacts.iloc[npi].reset_index(drop=True)
+        out.features = self.features.iloc[npi].reset_index(drop=True)
+        out.skin_tone = self.skin_tone[npi]
+        out.class_names = list(self.class_names)
+        out.bias = copy.deepcopy(self.bias)
+        out.spec = dict(self.spec, subset={"of": self.cache_key(), "index": content_hash(npi.astype(np.int64))})
+        return out
+
+    def split(self, test_fraction: float = 0.25, seed: int = 0, stratify: bool = True) -> tuple[SyntheticLesions, SyntheticLesions]:
+        """Random (stratified by label) split into (train, test) subsets."""
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
+        rng = np.random.default_rng(seed)
+        labels = self.labels.numpy()
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(self))]
+        test = []
+        for g in groups:
+            g = rng.permutation(g)
+            test.append(g[: int(round(test_fraction * len(g)))])
+        test_idx = np.sort(np.concatenate(test))
+        if len(test_idx) == 0 or len(test_idx) == len(self):
+            raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(self)} images")
+        train_idx = np.setdiff1d(np.arange(len(self)), test_idx)
+        return self.subset(train_idx), self.subset(test_idx)
+
+
+def reverse_bias(bias: dict | str) -> dict[str, tuple[float, float]]:
+    """Swap P(a|malignant) and P(a|benign) of every artifact (binary bias only).
+
+    Accepts the pair form, the ``{"malignant": p, "benign": q}`` form or a preset name; returns the
+    pair form. A model that learned the shortcut loses accuracy on data generated with the result.
+    """
+    resolved, _ = _resolve_bias(bias, list(BINARY_CLASSES))
+    return {a: (pb, pm) for a, (pm, pb) in resolved.items()}
+
+
+def _skin_estimate(img: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median colour and per-channel spread of the pixels in ``keep`` (all pixels if too few)."""
+    px = img[:, keep] if keep.sum() >= 16 else img.reshape(3, -1)
+    med = np.median(px, axis=1)
+    mad = np.median(np.abs(px - med[:, None]), axis=1) * 1.4826
+    return med.astype(np.float32), mad.astype(np.float32)
+
+
+def hide_lesion(
+    dataset_or_images: SyntheticLesions | torch.Tensor | np.ndarray,
+    lesion_masks: torch.Tensor | np.ndarray | None = None,
+    enlarge: float = 1.0,
+    seed: int = 0,
+    artifact_masks: torch.Tensor | np.ndarray | None = None,
+) -> SyntheticLesions | torch.Tensor:
+    """Hide each lesion under a box of skin colour (Bissoto et al. 2019, "(De)Constructing bias").
+
+    The lesion's bounding box, scaled about its centre so that its **area** grows by ``enlarge``
+    (1.0: the tight box; 1.7: the paper's 70 % larger box), is filled with the image's skin colour
+    (median of the pixels outside the lesion and the artifacts) plus noise of the skin's own spread.
+
+    Parameters
+    ----------
+    dataset_or_images : a :class:`SyntheticLesions` (its lesion and artifact masks are used) or
+        images (N,3,H,W)
+    lesion_masks : bool (N,H,W), required with plain images; every image needs a non-empty mask
+    enlarge : area factor >= 1
+    seed : seed of the noise
+    artifact_masks : optional bool (N,H,W) of pixels to exclude from the skin estimate (images only)
+
+    Returns
+    -------
+    A new dataset (images replaced; labels, masks and artifacts kept) or a float32 tensor.
+    """
+    if isinstance(enlarge, bool) or not isinstance(enlarge, (int, float)) or enlarge < 1.0:
+        raise ValueError(f"enlarge must be an area factor >= 1 (1.7 = a 70% larger box); got {enlarge!r}")
+    ds = dataset_or_images if isinstance(dataset_or_images, SyntheticLesions) else None
+    if ds is not None:
+        images = ds.images
+        lm = ds.masks["lesion"] if lesion_masks is None else as_masks(lesion_masks, name="lesion_masks")
+        am = torch.stack([ds.masks[a] for a in ARTIFACTS]).any(0)
+    else:
+        images = as_images(dataset_or_images)
+        if lesion_masks is None:
+            raise ValueError("lesion_masks is required when hide_lesion gets images rather than a SyntheticLesions")
+        lm = as_masks(lesion_masks, name="lesion_masks")
+        am = torch.zeros_like(lm) if artifact_masks is None else as_masks(artifact_masks, name="artifact_masks")
+    n, _, h, w = images.shape
+    for nm, m in (("lesion_masks", lm), ("artifact_masks", am)):
+        if tuple(m.shape) != (n, h, w):
+            raise ValueError(f"{nm} must be bool (N,H,W) = {(n, h, w)}; got {describe(m)}")
+    empty = (~lm.reshape(n, -1).any(1)).nonzero().flatten()
+    if len(empty):
+        raise ValueError(f"lesion_masks is empty for image(s) {empty[:10].tolist()}; there is no lesion to hide")
+    out = images.detach().cpu().numpy().astype(np.float32, copy=True)
+    lmn, amn = lm.cpu().numpy(), am.cpu().numpy()
+    side = float(np.sqrt(enlarge))
+    for i in range(n):
+        rows, cols = np.flatnonzero(lmn[i].any(1)), np.flatnonzero(lmn[i].any(0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        cy, cx, hh, hw = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2 * side, (x1 - x0) / 2 * side
+        ys = slice(max(0, int(round(cy - hh))), min(h, int(round(cy + hh))))
+        xs = slice(max(0, int(round(cx - hw))), min(w, int(round(cx + hw))))
+        med, mad = _skin_estimate(out[i], ~(lmn[i] | amn[i]))
+        box = out[i][:, ys, xs]
+        rng = np.random.default_rng([int(seed), i])
+        fill = med[:, None, None] + mad[:, None, None] * 0.5 * rng.standard_normal(box.shape).astype(np.float32)
+        out[i][:, ys, xs] = np.clip(fill, 0.0, 1.0)
+    result = torch.from_numpy(out)
+    if ds is None:
+        return result
+    new = ds.subset(np.arange(len(ds)))
+    new.images = result
+    new.spec = dict(ds.spec, hide_lesion={"enlarge": float(enlarge), "seed": int(seed)})
+    return new
