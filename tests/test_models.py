@@ -110,6 +110,6 @@ def test_as_tensors_accepts_torch_dataset_and_rejects_garbage():
 
 
 def test_last_conv_layer():
-    assert models.last_conv_layer(models.make_model("small_vgg")) == "features.11"
+    assert models.last_conv_layer(models.make_model("small_vgg")) == "features.14"
     with pytest.raises(ValueError, match="has no Conv2d layer"):
         models.last_conv_layer(torch.nn.Linear(2, 2))

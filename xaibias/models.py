@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -356,7 +357,7 @@ def train(
             sched.step()
             total += len(y)
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(total, 1):.3f}", acc=f"{correct / max(total, 1):.3f}")
     bar.close()
@@ -474,11 +475,10 @@ def evaluate(model: nn.Module, data: Any, batch_size: int = 256) -> dict[str, fl
     proba = predict_proba(model, images, batch_size)
     pred = proba.argmax(1)
     y = labels.numpy()
-    out: dict[str, Any] = {
-        "accuracy": float((pred == labels).float().mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred.numpy())),
-        "n": len(y),
-    }
+    with warnings.catch_warnings():  # sklearn warns about a single class; "note" below says it instead
+        warnings.simplefilter("ignore", UserWarning)
+        bacc = float(balanced_accuracy_score(y, pred.numpy()))
+    out: dict[str, Any] = {"accuracy": float((pred == labels).float().mean()), "balanced_accuracy": bacc, "n": len(y)}
     present = np.unique(y)
     if len(present) < 2:
         out["auroc"] = float("nan")
