@@ -1,3 +1,122 @@
-"""GEBI (placeholder, notebook 02)."""
+"""GEBI: global explanations for bias identification (Mikolajczyk, Grochowski & Kwasigroch 2021).
 
-__all__: list[str] = []
+SpRAy clusters heatmaps only, so two strategies that look at the *same place* (say the lesion
+centre) land in one cluster even when one of them reacts to something that is only visible in
+the image (a colour patch, a ruler lying over the lesion). GEBI clusters the concatenation of the
+reduced relevance map and the reduced input image::
+
+    x_i = [ w_R * reduce(R_i) , w_I * reduce(image_i) ]
+
+and then runs the same spectral clustering as SpRAy (shared code in
+:class:`xaibias.analysis.spray._SpectralBase`). The GEBI code reduced heatmaps and images separately
+before clustering; here each part is downsized, reduced (PCA by default, or Isomap / none) and
+scaled to unit *total* variance, so ``image_weight`` means what it says: the image part
+contributes ``w_I**2 / (w_R**2 + w_I**2)`` of the variance of the feature vector. ``image_weight=0``
+gives SpRAy on the same relevance reduction.
+
+Examples
+--------
+>>> gb = GEBI(n_clusters=4, image_weight=1.0, random_state=0).fit(R, images)   # doctest: +SKIP
+>>> gb.predict(R_new, images_new)                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import as_images, as_relevance, check_same_n
+from .spray import _Reducer, _SpectralBase
+
+__all__ = ["GEBI"]
+
+
+class GEBI(_SpectralBase):
+    """Spectral clustering of [reduced relevance map, reduced input image] (GEBI).
+
+    Parameters
+    ----------
+    n_clusters : int or "auto"
+        Number of clusters; ``"auto"`` uses the eigengap.
+    image_weight, relevance_weight : float
+        Weights of the two parts after each is scaled to unit total variance (default 1 and 1:
+        equal say). ``image_weight=0`` reduces GEBI to SpRAy.
+    n_neighbors : int
+        Neighbours in the kNN graph and votes in :meth:`predict` (default 10).
+    relevance_size, image_size : int
+        Side length the maps and the images are area-downsized to (default 32 and 32).
+    normalize : {"l2", "max", "sum", None}
+        Per-map scaling of the relevance (the images are not rescaled per image).
+    absolute : bool
+        Use |R|.
+    reduction : {"pca", "isomap", "none"}
+        Reduction of each part (default PCA; Isomap is dense N x N, small N only).
+    relevance_components, image_components : int
+        Components kept per part (default 32 and 32).
+    n_eigenvalues, affinity, embedding_2d, n_init, random_state
+        As in :class:`xaibias.analysis.SpRAy`.
+
+    Attributes
+    ----------
+    labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_
+        As in :class:`xaibias.analysis.SpRAy`; ``features_`` holds the weighted concatenation
+        (first ``relevance_components`` columns relevance, then the image part).
+    """
+
+    def __init__(self, n_clusters: int | str = 4, *, image_weight: float = 1.0, relevance_weight: float = 1.0,
+                 n_neighbors: int = 10, relevance_size: int = 32, image_size: int = 32,
+                 normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
+                 relevance_components: int = 32, image_components: int = 32, n_eigenvalues: int = 32,
+                 affinity: str = "connectivity", embedding_2d: str | None = "spectral", n_init: int = 10,
+                 random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.image_weight = image_weight
+        self.relevance_weight = relevance_weight
+        self.n_neighbors = n_neighbors
+        self.relevance_size = relevance_size
+        self.image_size = image_size
+        self.normalize = normalize
+        self.absolute = absolute
+        self.reduction = reduction
+        self.relevance_components = relevance_components
+        self.image_components = image_components
+        self.n_eigenvalues = n_eigenvalues
+        self.affinity = affinity
+        self.embedding_2d = embedding_2d
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        for name in ("image_weight", "relevance_weight"):
+            w = getattr(self, name)
+            if not isinstance(w, (int, float, np.floating, np.integer)) or isinstance(w, bool) or not np.isfinite(w) or w < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {w!r}")
+        if self.image_weight == 0 and self.relevance_weight == 0:
+            raise ValueError("image_weight and relevance_weight are both 0; at least one part must count")
+
+    def _parts(self) -> list[tuple[str, _Reducer, float]]:
+        if not hasattr(self, "_reducers"):
+            self._reducers = {
+                "relevance": _Reducer("relevance", self.relevance_size, self.normalize, self.absolute,
+                                      self.reduction, self.relevance_components, self.random_state),
+                "images": _Reducer("images", self.image_size, None, False, self.reduction,
+                                   self.image_components, self.random_state),
+            }
+        return [("relevance", self._reducers["relevance"], float(self.relevance_weight)),
+                ("images", self._reducers["images"], float(self.image_weight))]
+
+    def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:
+        if images is None:
+            raise ValueError(
+                "GEBI needs the input images as well as the relevance maps: call "
+                f"{'fit' if fitting else 'predict'}(relevance, images) with images (N,3,H,W) in [0,1]"
+            )
+        R = as_relevance(relevance, "relevance")
+        X = as_images(images, "images")
+        check_same_n(relevance=R, images=X)
+        if fitting:
+            self.__dict__.pop("_reducers", None)
+        return {"relevance": R, "images": X}

@@ -1,3 +1,507 @@
-"""SpRAy (placeholder, notebook 02)."""
+"""SpRAy: spectral relevance analysis (Lapuschkin et al. 2019, *Unmasking Clever Hans predictors*).
 
-__all__: list[str] = []
+SpRAy looks for the *prediction strategies* of a classifier by clustering its explanations. Each
+relevance map is summed over colour channels, downsized (default 32 x 32), normalised and
+flattened. A sparse symmetric k-nearest-neighbour graph joins similar maps; the leading
+eigenvectors of its normalised graph Laplacian form the spectral embedding, and k-means on that
+embedding gives the clusters. Large gaps between consecutive Laplacian eigenvalues ("eigengap")
+hint at the number of well separated strategies, which :meth:`SpRAy.suggest_n_clusters` turns into
+a number (neither CoRelAy nor ViRelAy picks it automatically).
+
+The pipeline is built to scale: the maps are reduced to ``n_components`` principal components
+(fitted on at most 5,000 of them) before the neighbour search, the affinity and Laplacian are
+``scipy.sparse`` matrices with about ``N * n_neighbors`` entries, and the eigenvectors come from
+ARPACK (:func:`scipy.sparse.linalg.eigsh`). Nothing of size N x N is ever formed, except a dense
+eigensolver for N <= 1,000 maps where it is faster and more robust than ARPACK (8 MB at most).
+20,000 maps of 32 x 32 take a few seconds and well under 1 GB.
+
+The private :class:`_SpectralBase` holds everything; :class:`SpRAy` feeds it one part (the
+relevance), :class:`xaibias.analysis.GEBI` two weighted parts (relevance and input image).
+
+Examples
+--------
+>>> sp = SpRAy(n_clusters=4, random_state=0).fit(R)            # doctest: +SKIP
+>>> sp.labels_, sp.eigenvalues_, sp.suggest_n_clusters()        # doctest: +SKIP
+>>> sp.predict(R_new)                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+from sklearn.base import BaseEstimator
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from .._checks import as_relevance, check_same_n, describe
+
+__all__ = ["SpRAy", "downsize", "eigengap"]
+
+_NORMALIZE = ("l2", "max", "sum", None)
+_REDUCTIONS = ("pca", "isomap", "none")
+_AFFINITIES = ("connectivity", "heat")
+_EMBED_2D = ("spectral", "tsne", None)
+_DENSE_EIG_MAX_N = 1000  # below this a dense eigensolver is faster and more robust than ARPACK
+_PCA_FIT_SAMPLES = 5000  # the PCA basis is fitted on at most this many maps (then applied to all)
+_CHUNK = 2048  # maps resized per step, bounds the temporary memory
+
+
+def downsize(x: torch.Tensor, size: int, chunk: int = _CHUNK) -> np.ndarray:
+    """Resize (N,C,H,W) or (N,H,W) to ``size`` x ``size`` and flatten to float32 (N, C*size*size).
+
+    Area averaging when shrinking (every input pixel counts, thin structures such as a ruler are
+    not skipped), bilinear interpolation when enlarging. Works in chunks so that 20,000 maps never
+    need more than one chunk of temporary memory.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Maps (N,H,W) or images (N,C,H,W).
+    size : int
+        Output height and width.
+    chunk : int
+        Items resized per step.
+    """
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int; got {size!r}")
+    x4 = x.unsqueeze(1) if x.ndim == 3 else x
+    n, c, h, w = x4.shape
+    out = np.empty((n, c * size * size), dtype=np.float32)
+    for i in range(0, n, chunk):
+        part = x4[i : i + chunk].float()
+        if h >= size and w >= size:
+            part = F.adaptive_avg_pool2d(part, size)
+        else:
+            part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False)
+        out[i : i + chunk] = part.reshape(part.shape[0], -1).numpy()
+    return out
+
+
+def _normalize_rows(X: np.ndarray, how: str | None, name: str) -> np.ndarray:
+    if how is None:
+        return X
+    if how == "l2":
+        s = np.sqrt(np.einsum("ij,ij->i", X, X))
+    elif how == "max":
+        s = np.abs(X).max(axis=1)
+    else:  # "sum"
+        s = np.abs(X).sum(axis=1)
+    zero = np.flatnonzero(s == 0)
+    if len(zero):
+        raise ValueError(
+            f"{name} has all-zero map(s) at index {zero[:10].tolist()}{' ...' if len(zero) > 10 else ''} "
+            f"after downsizing; they cannot be normalised ({how!r}). Drop them before clustering."
+        )
+    X /= s[:, None]
+    return X
+
+
+def eigengap(eigenvalues: np.ndarray, min_clusters: int = 2, max_clusters: int | None = None) -> int:
+    """Number of clusters k with the largest gap ``eigenvalues[k] - eigenvalues[k-1]``.
+
+    With ascending Laplacian eigenvalues, k well separated groups give k eigenvalues near 0 and a
+    jump to the (k+1)-th one (von Luxburg 2007, *A tutorial on spectral clustering*, section 8.3).
+
+    Parameters
+    ----------
+    eigenvalues : array (m,)
+        Ascending eigenvalues of the normalised Laplacian.
+    min_clusters, max_clusters : int
+        Range of k considered (``max_clusters`` defaults to ``m - 1``).
+    """
+    ev = np.asarray(eigenvalues, dtype=float)
+    if ev.ndim != 1 or len(ev) < 2:
+        raise ValueError(f"eigenvalues must be a 1-D array with at least 2 values; got {describe(ev)}")
+    max_clusters = len(ev) - 1 if max_clusters is None else int(max_clusters)
+    if not 1 <= min_clusters <= max_clusters <= len(ev) - 1:
+        raise ValueError(
+            f"need 1 <= min_clusters <= max_clusters <= {len(ev) - 1} (number of eigenvalues - 1); "
+            f"got min_clusters={min_clusters}, max_clusters={max_clusters}"
+        )
+    ks = np.arange(min_clusters, max_clusters + 1)
+    gaps = ev[ks] - ev[ks - 1]
+    return int(ks[int(np.argmax(gaps))])
+
+
+class _Reducer:
+    """Downsize -> (normalise) -> flatten -> PCA / Isomap / none -> scale to unit total variance.
+
+    The last step makes the *total* variance of the part 1, so that when two parts are
+    concatenated (GEBI) their weights say how much each contributes: a part with weight w
+    contributes w**2 / sum(w**2) of the total variance of the feature vector.
+    """
+
+    def __init__(self, name: str, size: int, normalize: str | None, absolute: bool, reduction: str,
+                 n_components: int | None, random_state: int | None) -> None:
+        self.name, self.size, self.normalize, self.absolute = name, size, normalize, absolute
+        self.reduction, self.n_components, self.random_state = reduction, n_components, random_state
+
+    def _prepare(self, x: torch.Tensor) -> np.ndarray:
+        X = downsize(x, self.size)
+        if self.absolute:
+            np.abs(X, out=X)
+        return _normalize_rows(X, self.normalize, self.name)
+
+    def fit_transform(self, x: torch.Tensor) -> np.ndarray:
+        X = self._prepare(x)
+        n, d = X.shape
+        if self.reduction == "pca" and self.n_components is not None and self.n_components < min(n, d):
+            rng = np.random.default_rng(self.random_state)
+            fit_rows = np.sort(rng.choice(n, _PCA_FIT_SAMPLES, replace=False)) if n > _PCA_FIT_SAMPLES else slice(None)
+            self.model_ = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state)
+            self.model_.fit(X[fit_rows])
+            Z = self.model_.transform(X).astype(np.float32, copy=False)
+        elif self.reduction == "isomap":
+            from sklearn.manifold import Isomap  # dense geodesic distances: only for small N
+
+            k = min(self.n_components or 2, d, n - 1)
+            self.model_ = Isomap(n_components=k, n_neighbors=min(10, n - 1))
+            Z = self.model_.fit_transform(X).astype(np.float32, copy=False)
+        else:  # "none", or PCA with at least as many components as dimensions: centre only
+            self.model_ = None
+            self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+            Z = X - self.mean_
+        total = float(np.sum(np.var(Z, axis=0, dtype=np.float64)))
+        self.scale_ = 1.0 / np.sqrt(total) if total > 0 else 1.0
+        Z *= np.float32(self.scale_)
+        return Z
+
+    def transform(self, x: torch.Tensor) -> np.ndarray:
+        X = self._prepare(x)
+        Z = (X - self.mean_) if self.model_ is None else self.model_.transform(X).astype(np.float32, copy=False)
+        Z *= np.float32(self.scale_)
+        return Z
+
+
+class _SpectralBase(BaseEstimator):
+    """Shared machinery of SpRAy and GEBI: features -> sparse kNN graph -> Laplacian -> k-means.
+
+    Subclasses implement ``_parts()`` (list of ``(key, reducer, weight)``) and ``_inputs(R, images)``
+    (validated tensors by key). Everything after the feature vector lives here.
+    """
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _parts(self) -> list[tuple[str, _Reducer, float]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        k = self.n_clusters
+        if not (k == "auto" or (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1)):
+            raise ValueError(f"n_clusters must be a positive int or 'auto'; got {k!r}")
+        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be a positive int; got {self.n_neighbors!r}")
+        if self.normalize not in _NORMALIZE:
+            raise ValueError(f"normalize must be one of {_NORMALIZE}; got {self.normalize!r}")
+        if self.reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {self.reduction!r}")
+        if self.affinity not in _AFFINITIES:
+            raise ValueError(f"affinity must be one of {_AFFINITIES}; got {self.affinity!r}")
+        if self.embedding_2d not in _EMBED_2D:
+            raise ValueError(f"embedding_2d must be one of {_EMBED_2D}; got {self.embedding_2d!r}")
+        if not isinstance(self.n_eigenvalues, (int, np.integer)) or self.n_eigenvalues < 2:
+            raise ValueError(f"n_eigenvalues must be an int >= 2; got {self.n_eigenvalues!r}")
+
+    def _check_n(self, n: int) -> None:
+        if n < 3:
+            raise ValueError(f"need at least 3 maps to cluster; got N={n}")
+        if self.n_clusters != "auto" and self.n_clusters > n:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} is larger than the number of maps N={n}; "
+                "use fewer clusters or more maps"
+            )
+        if self.n_neighbors >= n:
+            raise ValueError(
+                f"n_neighbors={self.n_neighbors} must be smaller than the number of maps N={n}"
+            )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(...) first")
+
+    # ------------------------------------------------------------------ features
+    def _features(self, inputs: dict[str, torch.Tensor], fit: bool) -> np.ndarray:
+        blocks = []
+        for key, reducer, weight in self._parts():
+            Z = reducer.fit_transform(inputs[key]) if fit else reducer.transform(inputs[key])
+            blocks.append(Z * np.float32(weight))
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+    def transform(self, relevance: Any, images: Any = None) -> np.ndarray:
+        """Feature vectors (N, d) of new maps in the fitted feature space (used by :meth:`predict`)."""
+        self._check_fitted()
+        return self._features(self._inputs(relevance, images, fitting=False), fit=False)
+
+    # ------------------------------------------------------------------ graph and spectrum
+    def _affinity(self, X: np.ndarray) -> sp.csr_matrix:
+        n, k = len(X), self.n_neighbors
+        nn = NearestNeighbors(n_neighbors=k + 1).fit(X)
+        dist, ind = nn.kneighbors(X)
+        # drop each point itself (with duplicates it need not come first)
+        is_self = ind == np.arange(n)[:, None]
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+        keep = np.ones_like(ind, dtype=bool)
+        keep[np.arange(n), drop] = False
+        ind = ind[keep].reshape(n, k)
+        dist = dist[keep].reshape(n, k)
+        if self.affinity == "connectivity":
+            w = np.ones(n * k, dtype=np.float64)
+        else:  # self-tuning heat kernel (Zelnik-Manor & Perona 2004): sigma_i = distance to k-th neighbour
+            sigma = np.maximum(dist[:, -1], 1e-12)
+            w = np.exp(-(dist**2) / (sigma[:, None] * sigma[ind])).ravel()
+        A = sp.csr_matrix((w, (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
+        self._nn = nn
+        return A.maximum(A.T).tocsr()
+
+    def _spectrum(self, A: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = A.shape[0]
+        deg = np.asarray(A.sum(axis=1)).ravel()
+        d_inv_sqrt = 1.0 / np.sqrt(deg)
+        Dm = sp.diags(d_inv_sqrt)
+        # normalised affinity; L_sym = I - M shares its eigenvectors. float32 halves the memory
+        # traffic of ARPACK's matrix-vector products; clustering needs no more precision.
+        M = (Dm @ A @ Dm).tocsr().astype(np.float32)
+        m = min(int(self.n_eigenvalues), n - 1)
+        if n <= _DENSE_EIG_MAX_N:
+            mu, U = np.linalg.eigh(M.toarray().astype(np.float64))  # small N only, see module docstring
+            mu, U = mu[::-1][:m], U[:, ::-1][:, :m]
+        else:
+            v0 = np.random.default_rng(self.random_state).standard_normal(n).astype(np.float32)
+            try:
+                mu, U = eigsh(M, k=m, which="LA", v0=v0, tol=1e-5, maxiter=20 * n)
+            except ArpackNoConvergence as err:  # keep what converged, say so
+                warnings.warn(f"ARPACK converged for {len(err.eigenvalues)} of {m} eigenvalues", stacklevel=3)
+                mu, U = err.eigenvalues, err.eigenvectors
+            order = np.argsort(-mu)
+            mu, U = mu[order].astype(np.float64), U[:, order].astype(np.float64)
+        lam = np.clip(1.0 - mu, 0.0, 2.0)
+        # deterministic signs: largest-magnitude entry of each eigenvector positive
+        flip = np.sign(U[np.abs(U).argmax(axis=0), np.arange(U.shape[1])])
+        U = U * np.where(flip == 0, 1.0, flip)
+        return lam, U, deg
+
+    def _kmeans_input(self, k: int) -> np.ndarray:
+        V = np.asarray(self.embedding_[:, :k], dtype=np.float64)
+        norms = np.linalg.norm(V, axis=1, keepdims=True)
+        return V / np.maximum(norms, 1e-12)  # Ng, Jordan & Weiss 2002: rows on the unit sphere
+
+    def _cluster(self, k: int) -> np.ndarray:
+        km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
+        raw = km.fit_predict(self._kmeans_input(k))
+        # relabel by size (0 = largest cluster, ties by first occurrence) so labels are reproducible
+        sizes = np.bincount(raw, minlength=k)
+        first = np.array([np.argmax(raw == c) if sizes[c] else len(raw) for c in range(k)])
+        order = np.lexsort((first, -sizes))
+        remap = np.empty(k, dtype=np.int64)
+        remap[order] = np.arange(k)
+        return remap[raw]
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, relevance: Any, images: Any = None) -> _SpectralBase:
+        """Cluster the maps (and images, for GEBI); sets ``labels_``, ``eigenvalues_``, ``embedding_``.
+
+        Parameters
+        ----------
+        relevance : tensor or array (N,H,W) or (N,C,H,W)
+            Relevance maps (summed over C). NaN/inf or all-zero maps raise ``ValueError``.
+        images : tensor or array (N,3,H,W) in [0,1], optional
+            Input images; required by GEBI, optional (only checked for N) for SpRAy.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        inputs = self._inputs(relevance, images, fitting=True)
+        n = len(next(iter(inputs.values())))
+        self._check_n(n)
+        X = self._features(inputs, fit=True)
+        A = self._affinity(X)
+        lam, U, deg = self._spectrum(A)
+        self.features_ = X
+        self.affinity_ = A
+        self.degree_ = deg
+        self.eigenvalues_ = lam.astype(np.float64)
+        self.embedding_ = U.astype(np.float32)
+        k = self.suggest_n_clusters() if self.n_clusters == "auto" else int(self.n_clusters)
+        if k > U.shape[1]:
+            raise ValueError(
+                f"n_clusters={k} needs at least as many eigenvectors; n_eigenvalues={self.n_eigenvalues} "
+                f"(capped at N-1={n - 1}) gives {U.shape[1]}"
+            )
+        self.n_clusters_ = k
+        self._label_cache: dict[int, np.ndarray] = {}
+        self.labels_ = self.labels_for(k)
+        self.embedding_2d_ = self._embed_2d(k)
+        return self
+
+    def fit_predict(self, relevance: Any, images: Any = None) -> np.ndarray:
+        """:meth:`fit` and return ``labels_`` (N,)."""
+        return self.fit(relevance, images).labels_
+
+    def labels_for(self, k: int) -> np.ndarray:
+        """Cluster labels for ``k`` clusters on the fitted spectral embedding (cached, no refit).
+
+        Cheap: k-means on the first ``k`` eigenvectors only. Used for exports with several k
+        (``cluster/kmeans-K``) and for widgets that switch the number of clusters.
+        """
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(...) first")
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= self.embedding_.shape[1]:
+            raise ValueError(
+                f"k must be an int in [1, {self.embedding_.shape[1]}] (number of fitted eigenvectors); got {k!r}"
+            )
+        if k > len(self.embedding_):
+            raise ValueError(f"k={k} is larger than the number of maps N={len(self.embedding_)}")
+        k = int(k)
+        if k not in self._label_cache:
+            self._label_cache[k] = self._cluster(k)
+        return self._label_cache[k].copy()
+
+    def suggest_n_clusters(self, min_clusters: int = 2, max_clusters: int | None = None) -> int:
+        """Eigengap heuristic on ``eigenvalues_``: the k after which the spectrum jumps most.
+
+        See :func:`eigengap`. ``max_clusters`` defaults to ``min(len(eigenvalues_) - 1, 20)``.
+        """
+        if not hasattr(self, "eigenvalues_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(...) first")
+        if max_clusters is None:
+            max_clusters = min(len(self.eigenvalues_) - 1, 20)
+        return eigengap(self.eigenvalues_, min_clusters=min_clusters, max_clusters=max_clusters)
+
+    def predict(self, relevance: Any, images: Any = None) -> np.ndarray:
+        """Assign new maps to the fitted clusters (out of sample).
+
+        Each new map goes through the fitted reduction (same downsizing, normalisation, PCA and
+        scaling), then takes a distance-weighted vote of the cluster labels of its
+        ``n_neighbors`` nearest fitted maps. Maps from the fitted set get (almost always) their own
+        label back.
+
+        Returns
+        -------
+        np.ndarray (M,) of int cluster labels.
+        """
+        self._check_fitted()
+        Xn = self.transform(relevance, images)
+        dist, ind = self._nn.kneighbors(Xn, n_neighbors=self.n_neighbors)
+        w = 1.0 / (dist + 1e-9 * (1.0 + dist.max()))
+        votes = np.zeros((len(Xn), self.n_clusters_))
+        np.add.at(votes, (np.repeat(np.arange(len(Xn)), ind.shape[1]), self.labels_[ind].ravel()), w.ravel())
+        return votes.argmax(axis=1)
+
+    def _embed_2d(self, k: int) -> np.ndarray | None:
+        if self.embedding_2d is None:
+            return None
+        V = self._kmeans_input(max(k, 2) if self.embedding_.shape[1] >= 2 else 1)
+        if self.embedding_2d == "tsne":
+            from sklearn.manifold import TSNE
+
+            perplexity = float(min(30.0, max(2.0, (len(V) - 1) / 3.0)))
+            Z = TSNE(2, init="pca", perplexity=perplexity, random_state=self.random_state).fit_transform(V)
+        else:  # principal plane of the (row-normalised) spectral embedding that k-means sees
+            Vc = V - V.mean(axis=0)
+            if Vc.shape[1] < 2:
+                Vc = np.c_[Vc, np.zeros(len(Vc))]
+            _, _, Vt = np.linalg.svd(Vc, full_matrices=False)
+            Z = Vc @ Vt[:2].T
+        return Z.astype(np.float32)
+
+    @property
+    def n_features_(self) -> int:
+        self._check_fitted()
+        return int(self.features_.shape[1])
+
+
+class SpRAy(_SpectralBase):
+    """Spectral relevance analysis: spectral clustering of downsized, normalised relevance maps.
+
+    Parameters
+    ----------
+    n_clusters : int or "auto"
+        Number of clusters for k-means; ``"auto"`` uses the eigengap (:meth:`suggest_n_clusters`).
+    n_neighbors : int
+        Neighbours per map in the kNN graph (default 10, as in CoRelAy's ``SparseKNN``). Also the
+        number of votes in :meth:`predict`.
+    size : int
+        Maps are area-downsized to ``size`` x ``size`` (default 32).
+    normalize : {"l2", "max", "sum", None}
+        Per-map scaling after downsizing: unit L2 norm (default; Euclidean distance then ranks
+        like cosine similarity), max |R| = 1, sum |R| = 1, or none.
+    absolute : bool
+        Cluster |R| instead of signed relevance.
+    reduction : {"pca", "isomap", "none"}
+        Reduction before the neighbour search. PCA (default) keeps distances nearly unchanged and
+        makes the search fast; Isomap builds dense N x N geodesic distances (small N only).
+    n_components : int
+        Components kept by the reduction (default 50; skipped when the maps have fewer dimensions).
+    n_eigenvalues : int
+        Laplacian eigenpairs computed (default 32, capped at N-1): the spectral embedding and the
+        range of the eigengap search.
+    affinity : {"connectivity", "heat"}
+        Edge weights of the symmetric kNN graph: 1 (default, as CoRelAy) or a self-tuning Gaussian.
+    embedding_2d : {"spectral", "tsne", None}
+        2-D coordinates for plots in ``embedding_2d_``: principal plane of the spectral embedding
+        that k-means sees (default, instant) or t-SNE of it (slower, nicer for N of a few thousand).
+    n_init : int
+        k-means restarts.
+    random_state : int or None
+        Seed for PCA, ARPACK's start vector, k-means and t-SNE.
+
+    Attributes
+    ----------
+    labels_ : np.ndarray (N,)
+        Cluster per map; 0 is the largest cluster.
+    eigenvalues_ : np.ndarray (m,)
+        Ascending eigenvalues of the normalised Laplacian ``I - D^-1/2 A D^-1/2``.
+    embedding_ : np.ndarray (N, m)
+        Matching eigenvectors (the "spectral" embedding ViRelAy shows).
+    embedding_2d_ : np.ndarray (N, 2)
+        Coordinates for scatter plots.
+    n_clusters_ : int
+        Number of clusters used (resolved from "auto").
+    features_ : np.ndarray (N, d)
+        Reduced feature vectors the graph was built on.
+    affinity_ : scipy.sparse.csr_matrix (N, N)
+        Symmetric kNN affinity.
+    """
+
+    def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, size: int = 32,
+                 normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
+                 n_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",
+                 embedding_2d: str | None = "spectral", n_init: int = 10, random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.n_neighbors = n_neighbors
+        self.size = size
+        self.normalize = normalize
+        self.absolute = absolute
+        self.reduction = reduction
+        self.n_components = n_components
+        self.n_eigenvalues = n_eigenvalues
+        self.affinity = affinity
+        self.embedding_2d = embedding_2d
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def _parts(self) -> list[tuple[str, _Reducer, float]]:
+        if not hasattr(self, "_reducers"):
+            self._reducers = {"relevance": _Reducer("relevance", self.size, self.normalize, self.absolute,
+                                                    self.reduction, self.n_components, self.random_state)}
+        return [("relevance", self._reducers["relevance"], 1.0)]
+
+    def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:
+        R = as_relevance(relevance, "relevance")
+        if images is not None:
+            check_same_n(relevance=R, images=images)
+        if fitting:
+            self.__dict__.pop("_reducers", None)  # a refit starts from fresh reductions
+        return {"relevance": R}
