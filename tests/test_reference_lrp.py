@@ -300,3 +300,38 @@ def test_bad_inputs_have_clear_messages():
         ref.lrp(model, x, output_relevance=torch.zeros(2, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="x must be a float tensor"):
         ref.lrp(model, torch.zeros(2, 3, 8, 8, dtype=torch.long))
+
+
+def test_layer_relevance_matches_reference_at_every_conv():
+    # xb.widgets.layer_relevance reads zennit's relevance at a module's input; on a sequential
+    # model it must equal the reference LRP's relevance at the same layer.
+    import xaibias as xb
+
+    model, x = tiny_cnn(), inputs((1, 3, 8, 8), seed=7)
+    result = ref.lrp(model, x, rules="EpsilonPlusFlat")
+    target = int(result.logits.argmax())
+    layers = ref.sequential_layers(model)
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, nn.Conv2d):
+            continue
+        name = str(index)
+        got = xb.widgets.layer_relevance(model, x[0], target, zc.EpsilonPlusFlat(), name if index else None)
+        assert torch.allclose(got.double(), result.layers[index][0].sum(0), atol=TOL)
+    with pytest.raises(ValueError, match="layer 'nope' not found"):
+        xb.widgets.layer_relevance(model, x[0], target, zc.EpsilonPlusFlat(), "nope")
+
+
+def test_lrp_explorer_draws_default_view_headless():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import xaibias as xb
+
+    images = inputs((3, 3, 8, 8), seed=2).float()
+    fig = xb.widgets.lrp_explorer({}, images, reference_models={"tiny": tiny_cnn()}, headless=True)
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    assert "tiny: rule 0" in titles and "image 0" in titles
+    with pytest.raises(ValueError, match="at least one model"):
+        xb.widgets.lrp_explorer({}, images, headless=True)
+    with pytest.raises(ValueError, match="unknown reference rules"):
+        xb.widgets.lrp_explorer({}, images, reference_models={"tiny": tiny_cnn()}, rules=["nope"], headless=True)

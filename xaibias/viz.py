@@ -117,3 +117,59 @@ def heatmap_grid(relevance: Any, images: Any | None = None, titles: Sequence[str
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# method comparison and layer-wise relevance (notebook 01)
+
+__all__ += ["method_panel", "relevance_by_layer"]
+
+
+def method_panel(images: Any, maps: dict[str, Any], notes: dict[str, str] | None = None, size: float = 1.5,
+                 suptitle: str | None = None) -> plt.Figure:
+    """Rows: images; columns: the image, then one relevance map per method in ``maps`` ((N,H,W) each).
+
+    One colour rule for every column: ``bwr`` centred at 0, the limit shared by all images of a
+    column (the 99.5th percentile of |relevance| over that method's maps), so the rows of a column
+    are comparable and white always means zero. ``notes`` adds a short caption under a column title.
+    """
+    names = list(maps)
+    n = len(images)
+    for k in names:
+        if len(maps[k]) != n:
+            raise ValueError(f"maps[{k!r}] has {len(maps[k])} maps but there are {n} images")
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(size * (len(names) + 1), size * n + 0.6), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(to_numpy_image(images[i]))
+        axes[i, 0].set_axis_off()
+    axes[0, 0].set_title("image", fontsize=8)
+    for j, k in enumerate(names, start=1):
+        vmax = symmetric_limit(maps[k])
+        for i in range(n):
+            heatmap(maps[k][i], ax=axes[i, j], vmax=vmax)
+        title = k if not notes or k not in notes else f"{k}\n{notes[k]}"
+        axes[0, j].set_title(title, fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def relevance_by_layer(sums: dict[str, Any], layer_names: Sequence[str] | None = None,
+                       title: str = "total relevance per layer") -> plt.Figure:
+    """Line plot of total relevance at each layer (x: layer, output on the right), one line per
+    setting in ``sums`` (each a 1-D sequence, e.g. a row of ``reference.relevance_sums``)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for label, values in sums.items():
+        v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        ax.plot(np.arange(len(v)), v, marker="o", label=label)
+    if layer_names is not None:
+        ax.set_xticks(np.arange(len(layer_names)))
+        ax.set_xticklabels(layer_names, rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel("relevance at the input of layer ... (right: output)")
+    ax.set_ylabel("sum of relevance")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

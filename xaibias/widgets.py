@@ -84,3 +84,133 @@ def explorer(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, hea
     ui = w.interactive(fn, **controls)
     display(ui)
     return ui
+
+
+# --------------------------------------------------------------------------------------------------
+# LRP explorer (notebook 01)
+
+from collections.abc import Sequence  # noqa: E402
+
+__all__ += ["LAYER_DEPTHS", "layer_relevance", "lrp_explorer"]
+
+LAYER_DEPTHS: dict[str, float] = {"input": 0.0, "early": 0.25, "middle": 0.5, "late": 0.75}
+"""Layer choices of :func:`lrp_explorer`: relative depth among the model's convolutions."""
+
+
+def _conv_names(model: Any) -> list[str]:
+    import torch.nn as nn
+
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def layer_relevance(model: Any, x: Any, target: int, composite: Any, layer: str | None = None) -> Any:
+    """Relevance at the *input* of module ``layer`` (the model input when ``None``) under a zennit
+    ``composite``, summed over channels: a (h, w) tensor for one image ``x`` (3,H,W).
+
+    In zennit the backward pass carries relevance itself, so the gradient that reaches a tensor is
+    its relevance; a hook registered before the composite keeps the untouched input tensor.
+    """
+    import torch
+
+    if layer is not None:
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            raise ValueError(f"layer {layer!r} not found in {type(model).__name__}")
+    param = next(model.parameters())
+    x = x.detach().to(param.device, param.dtype)[None].requires_grad_(True)
+    seen: dict[str, Any] = {}
+    handle = None
+    if layer is not None:
+        def keep(module, inputs):
+            inputs[0].retain_grad()
+            seen["a"] = inputs[0]
+
+        handle = modules[layer].register_forward_pre_hook(keep)
+    try:
+        with composite.context(model) as modified, torch.enable_grad():
+            out = modified(x)
+            start = torch.zeros_like(out)
+            start[0, target] = out[0, target].detach()  # start from the logit, as the reference does
+            out.backward(start)
+    finally:
+        if handle is not None:
+            handle.remove()
+    rel = x.grad if layer is None else seen["a"].grad
+    return rel[0].sum(0).detach().cpu()
+
+
+def lrp_explorer(models: dict[str, Any], images: Any, composites: Sequence[str] | None = None,
+                 reference_models: dict[str, Any] | None = None, rules: Sequence[str] | None = None,
+                 n_images: int | None = None, headless: bool | None = None) -> Any:
+    """Browse LRP heatmaps: dropdowns for model, composite, reference rule, layer and image.
+
+    Parameters
+    ----------
+    models : dict name -> model
+        Models explained with zennit (``composite`` + automatic canonizers).
+    images : (N,3,H,W) tensor in [0,1]
+    composites : names from ``xaibias.explain.COMPOSITES`` (default: all)
+    reference_models : dict name -> nn.Sequential, optional
+        Models explained with the hand-written :mod:`xaibias.explain.reference` LRP, where the
+        ``rule`` dropdown picks the rule for every layer (the composite is ignored).
+    rules : names from ``xaibias.explain.reference.RULES`` (default: all but ``zbox``, which only
+        suits the first layer); the first is the headless default
+    n_images : how many images to offer (default all)
+
+    The layer dropdown picks the relative depth (:data:`LAYER_DEPTHS`) among the model's
+    convolutions; the map shown is the relevance at that convolution's input, in the diverging
+    colormap centred at 0. Headless, the default view (first model, composite, rule, image;
+    ``input``) is drawn once.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from . import viz
+    from .explain import COMPOSITES, make_composite
+    from .explain import reference as ref
+
+    reference_models = dict(reference_models or {})
+    all_models = {**models, **reference_models}
+    if not all_models:
+        raise ValueError("lrp_explorer needs at least one model in models or reference_models")
+    composites = list(composites or COMPOSITES)
+    rules = list(rules or [r for r in ref.RULES if r != "zbox"])
+    unknown = [r for r in rules if r not in ref.RULES]
+    if unknown:
+        raise ValueError(f"unknown reference rules {unknown}; choose from {sorted(ref.RULES)}")
+    n = len(images) if n_images is None else min(int(n_images), len(images))
+    if n < 1:
+        raise ValueError("lrp_explorer needs at least one image")
+
+    def draw(model: str, composite: str, rule: str, layer: str, image: int):
+        net = all_models[model]
+        x = images[image]
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+        axes[0].imshow(viz.to_numpy_image(x))
+        axes[0].set_axis_off()
+        if model in reference_models:
+            layers = ref.sequential_layers(net)
+            convs = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
+            idx = convs[int(LAYER_DEPTHS[layer] * len(convs))] if convs else 0
+            dtype = next(net.parameters()).dtype
+            result = ref.lrp(net, x[None].to(dtype), rules=rule)
+            target = int(result.logits.argmax())
+            r = result.layers[idx][0]
+            r = r.sum(0) if r.ndim == 3 else r.reshape(1, -1)
+            what, where = f"rule {rule}", f"input of layer {idx} ({type(layers[idx]).__name__})"
+        else:
+            convs = _conv_names(net)
+            name = None if LAYER_DEPTHS[layer] == 0 else convs[int(LAYER_DEPTHS[layer] * len(convs))]
+            with torch.no_grad():
+                target = int(net(x[None].to(next(net.parameters()).device)).argmax())
+            comp = make_composite(composite, canonizers="auto", model=net, input_shape=(1, *x.shape))
+            r = layer_relevance(net, x, target, comp, name)
+            what, where = composite, "input" if name is None else f"input of {name}"
+        axes[0].set_title(f"image {image} (explaining class {target})", fontsize=9)
+        viz.heatmap(r, ax=axes[1], title=f"{model}: {what}\n{where}", colorbar=True)
+        fig.suptitle("LRP relevance (red: for the class, blue: against)", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    return explorer(draw, defaults={"image": 0}, headless=headless, model=list(all_models), composite=composites, rule=rules,
+                    layer=list(LAYER_DEPTHS), image=(0, n - 1, 1) if n > 1 else 0)
