@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 notebooks: $(STAMP)
-	XAIBIAS_HEADLESS=1 MPLBACKEND=Agg $(BIN)/python tools/run_notebooks.py --out build --timeout $(NB_TIMEOUT)
+	XAIBIAS_HEADLESS=1 $(BIN)/python tools/run_notebooks.py --out build --timeout $(NB_TIMEOUT)
 
 test: test-unit test-notebooks
 
@@ -35,7 +35,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
 test-notebooks: $(STAMP)
-	XAIBIAS_FAST=$${XAIBIAS_FAST:-1} XAIBIAS_HEADLESS=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
+	XAIBIAS_FAST=$${XAIBIAS_FAST:-1} XAIBIAS_HEADLESS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		--nbval-lax --sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(NB_TIMEOUT) notebooks
 
 lint: $(STAMP)
