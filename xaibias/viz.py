@@ -173,3 +173,44 @@ def relevance_by_layer(sums: dict[str, Any], layer_names: Sequence[str] | None =
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# localisation metrics per object (notebook 05, Schaaf et al. 2021 Figures 1-4)
+
+__all__ += ["metric_bars"]
+
+
+def metric_bars(scores: Any, group: str = "object", metrics: Sequence[str] = ("RMA", "RRA"),
+                x: str = "method", hue: str = "model", title: str | None = None, ylim: tuple = (0, 1),
+                size: float = 3.2) -> plt.Figure:
+    """Bar plots of per-image scores with 95 % confidence intervals (1.96 standard errors).
+
+    ``scores`` is a tidy DataFrame with columns ``group``, ``"metric"``, ``x``, ``hue`` and
+    ``"value"`` (NaN values are left out). One panel per (group value, metric), bars over ``x``,
+    one colour per ``hue`` value (red for ``"biased"``, blue for ``"unbiased"`` when present).
+    """
+    import pandas as pd
+
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(f"scores must be a pandas DataFrame; got {type(scores).__name__}")
+    missing = [c for c in (group, "metric", x, hue, "value") if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores is missing column(s) {missing}; has {list(scores.columns)}")
+    cells = [(g, m) for g in sorted(scores[group].unique()) for m in metrics]
+    fig, axes = plt.subplots(1, len(cells), figsize=(size * len(cells), 3), squeeze=False)
+    palette = {"biased": "tab:red", "unbiased": "tab:blue"}
+    for j, (g, m) in enumerate(cells):
+        ax = axes[0, j]
+        sub = scores[(scores[group] == g) & (scores["metric"] == m)].dropna(subset=["value"])
+        stats = sub.groupby([x, hue])["value"].agg(["mean", "sem"]).unstack(hue)
+        colors = [palette.get(str(c), None) for c in stats["mean"].columns]
+        stats["mean"].plot.bar(ax=ax, yerr=1.96 * stats["sem"].fillna(0), capsize=2, rot=30, legend=j == 0,
+                               color=colors if all(colors) else None)
+        ax.set_title(f"{m} on {g}", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylim(*ylim)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
