@@ -123,3 +123,55 @@ def test_segment_ink_on_real_photos_annotated_with_ink():
     found = share > 0.005
     assert found[has_ink].mean() >= 2 * found[~has_ink].mean()
     assert roc_auc_score(has_ink, share) > 0.65
+
+
+def test_ink_by_class_rates_colours_and_exact_masks():
+    from xaibias.data.ink import PIGMENT_INK, ink_by_class
+
+    imgs, les = _skin_with_lesions(60, size=32)
+    labels = torch.arange(60) % 3
+    names = ["A", "B", "C"]
+    out, masks, flags = ink_by_class(imgs, labels, {"A": 1.0, "B": 0.0, "C": 1.0}, names,
+                                     colors={"C": PIGMENT_INK}, lesion_masks=les, seed=0)
+    lab = labels.numpy()
+    assert flags[lab == 0].all() and not flags[lab == 1].any() and flags[lab == 2].all()
+    assert (masks.flatten(1).any(1).numpy() == flags).all()  # a mask exactly where ink was painted
+    # outside the masks the images are untouched
+    assert torch.equal(out.permute(0, 2, 3, 1)[~masks], imgs.permute(0, 2, 3, 1)[~masks])
+    # class C got the pigment colour (red above blue), class A purple/blue marker ink (blue above green)
+    pigment = out.permute(0, 2, 3, 1)[masks & torch.from_numpy(lab == 2)[:, None, None]].mean(0)
+    marker = out.permute(0, 2, 3, 1)[masks & torch.from_numpy(lab == 0)[:, None, None]].mean(0)
+    assert pigment[0] > pigment[2] + 0.1
+    assert marker[2] > marker[1] + 0.1 and marker[2] - marker[1] > pigment[2] - pigment[1] + 0.1
+    again = ink_by_class(imgs, labels, {"A": 1.0, "B": 0.0, "C": 1.0}, names, colors={"C": PIGMENT_INK},
+                         lesion_masks=les, seed=0)
+    assert torch.equal(again[0], out) and torch.equal(again[1], masks)
+
+
+def test_ink_by_class_bad_inputs():
+    from xaibias.data.ink import ink_by_class
+
+    imgs, _ = _skin_with_lesions(4, size=32)
+    labels = torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="rates names unknown class"):
+        ink_by_class(imgs, labels, {"X": 0.5}, ["A", "B"])
+    with pytest.raises(ValueError, match="need class_names"):
+        ink_by_class(imgs, labels, {"A": 0.5})
+    with pytest.raises(ValueError, match=r"rates must be probabilities in \[0,1\]"):
+        ink_by_class(imgs, labels, [0.5, 1.5])
+    with pytest.raises(ValueError, match="labels has 3 entries"):
+        ink_by_class(imgs, labels[:3], [0.5, 0.5])
+
+
+def test_ablate_to_ink_keeps_only_ink():
+    from xaibias.data.ink import ablate_to_ink
+
+    x = torch.rand(2, 3, 4, 4)
+    m = torch.zeros(2, 4, 4, dtype=torch.bool)
+    m[0, 1, 2] = True
+    out = ablate_to_ink(x, m)
+    assert torch.equal(out[0, :, 1, 2], x[0, :, 1, 2])
+    assert torch.allclose(out[0, :, 0, 0], x[0].mean(dim=(1, 2)))
+    assert torch.allclose(out[1], x[1].mean(dim=(1, 2))[:, None, None].expand(3, 4, 4))  # no ink: flat
+    with pytest.raises(ValueError, match="ink_masks must be bool"):
+        ablate_to_ink(x, m.float())

@@ -16,9 +16,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .._checks import as_images
+from .._checks import as_images, as_labels, as_masks, describe
 
-__all__ = ["rgb_to_hsv", "segment_ink", "mask_iou"]
+__all__ = ["rgb_to_hsv", "segment_ink", "mask_iou", "ink_by_class", "ablate_to_ink", "PIGMENT_INK"]
+
+#: A dark brown-mauve ink colour close to lesion pigment (for "ink that looks like the disease").
+PIGMENT_INK: tuple[float, float, float] = (0.33, 0.19, 0.2)
 
 
 def rgb_to_hsv(images: Any) -> torch.Tensor:
@@ -159,10 +162,94 @@ def mask_iou(pred: Any, truth: Any, empty: float = 1.0) -> torch.Tensor:
 
     ``empty`` is returned where both masks are empty (default 1: both agree there is nothing).
     """
-    from .._checks import as_masks
-
     p = as_masks(pred, name="pred")
     t = as_masks(truth, like=p, name="truth")
     inter = (p & t).flatten(1).sum(1).double()
     union = (p | t).flatten(1).sum(1).double()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float(empty)))
+
+
+def ink_by_class(
+    images: Any,
+    labels: Any,
+    rates: dict[str, float] | Any,
+    class_names: list[str] | None = None,
+    colors: dict[str, tuple[float, float, float]] | None = None,
+    lesion_masks: Any = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Paint marker ink with a per-class rate and an optional per-class colour.
+
+    Each image of class ``c`` gets ink with probability ``rates[c]`` (drawn from
+    ``default_rng([seed, 7])``); the strokes come from :func:`xaibias.data.insert_artifact`, with
+    ``colors[c]`` as the ink colour where given (for example :data:`PIGMENT_INK` to make ink look
+    like lesion pigment) and the painter's purple/blue marker otherwise.
+
+    Parameters
+    ----------
+    images : (N,3,H,W) float in [0,1]
+    labels : (N,) int class indices
+    rates : ``{class_name: rate}`` (needs ``class_names``; missing classes get 0) or one rate per
+        class index
+    class_names : names of the class indices
+    colors : ``{class_name: (r, g, b)}`` for classes whose ink has a special colour
+    lesion_masks : optional bool (N,H,W); ink is drawn around the lesion
+    seed : non-negative int
+
+    Returns
+    -------
+    (images, ink_masks, flags) : float32 (N,3,H,W), exact bool (N,H,W) ink masks, bool (N,) numpy
+    """
+    x = as_images(images)
+    lab = as_labels(labels, n=len(x)).numpy()
+    k = int(lab.max()) + 1 if class_names is None else len(class_names)
+    if isinstance(rates, dict):
+        if class_names is None:
+            raise ValueError("rates given as {class_name: rate} need class_names")
+        bad = sorted(set(rates) - set(class_names))
+        if bad:
+            raise ValueError(f"rates names unknown class(es) {bad}; the classes are {list(class_names)}")
+        per_class = np.array([float(rates.get(c, 0.0)) for c in class_names])
+    else:
+        per_class = np.asarray(rates, dtype=np.float64)
+        if per_class.ndim != 1 or len(per_class) < k:
+            raise ValueError(f"rates must give one rate per class ({k}); got {describe(per_class)}")
+    if not np.all((per_class >= 0) & (per_class <= 1)):
+        raise ValueError(f"rates must be probabilities in [0,1]; got {per_class.tolist()}")
+    if lab.max() >= len(per_class):
+        raise ValueError(f"labels contain class {int(lab.max())} but rates cover {len(per_class)} classes")
+    colors = dict(colors or {})
+    if colors and class_names is None:
+        raise ValueError("colors given as {class_name: rgb} need class_names")
+    bad = sorted(set(colors) - set(class_names or []))
+    if bad:
+        raise ValueError(f"colors names unknown class(es) {bad}; the classes are {list(class_names or [])}")
+    lm = None if lesion_masks is None else as_masks(lesion_masks, like=x[:, 0], name="lesion_masks")
+    flags = np.random.default_rng([int(seed), 7]).random(len(x)) < per_class[lab]
+    out = x.clone().float()
+    masks = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool)
+    groups: dict[Any, list[int]] = {}
+    for c in np.unique(lab[flags]):
+        key = tuple(colors[class_names[c]]) if class_names is not None and class_names[c] in colors else None
+        groups.setdefault(key, []).extend(np.flatnonzero(flags & (lab == c)).tolist())
+    from .artifacts import insert_artifact
+
+    for key, idx_list in groups.items():
+        idx = torch.as_tensor(sorted(idx_list))
+        params = {} if key is None else {"color": key}
+        sub_lm = None if lm is None else lm[idx]
+        imgs, m = insert_artifact(out[idx], "ink", seed=int(seed), lesion_masks=sub_lm, **params)
+        out[idx], masks[idx] = imgs, m
+    return out, masks, flags
+
+
+def ablate_to_ink(images: Any, ink_masks: Any) -> torch.Tensor:
+    """Keep only the ink: every pixel outside ``ink_masks`` becomes the image's mean colour.
+
+    The "ablated" training set of Pfau et al. (2019): a model trained on it can use nothing but
+    the ink, so its accuracy above chance measures how much the ink alone reveals about the class.
+    """
+    x = as_images(images)
+    m = as_masks(ink_masks, like=x[:, 0], name="ink_masks")
+    mean = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    return torch.where(m[:, None], x, mean).float()
