@@ -1,3 +1,414 @@
-"""Mitigation methods (placeholder, notebook 06)."""
+"""Three ways to train a model that ignores a known artifact (notebook 06).
 
-__all__: list[str] = []
+Every method plugs into :func:`xaibias.models.fit_or_load` as ``mitigation=<name>`` with JSON-able
+``mitigation_options``; ``fit_or_load`` calls :func:`prepare`, which returns the training data and
+the extra keyword arguments for :func:`xaibias.models.train`.
+
+``"resample"`` -- class/artifact balanced sampling
+    Keep a subset of the training set in which the class no longer depends on the artifact:
+    P(c | a) = P(c | not a) for every chosen artifact. ``strategy="cells"`` (default) groups the
+    images by their pattern of chosen artifacts and keeps, in every group, the same number of
+    images of each class (the size of the group's smallest class), which balances any number of
+    artifacts jointly and also balances the classes. ``strategy="keep_artifact"`` (one artifact)
+    is the "unbiased" set of Pfau et al. 2019 via :func:`xaibias.data.unbiased_resample`: every
+    image with the artifact is kept and artifact-free images are drawn per class in proportion.
+    Resampling throws data away; with a strong correlation (frame in 80 % of malignant but 10 % of
+    benign images) little is left of the rare cells.
+
+``"augment"`` -- artifact insertion during training
+    Every batch, each chosen artifact is painted (by the same painters that made the data,
+    :func:`xaibias.data.insert_artifact`) into images of every class at random. With
+    ``balance=False`` every image gets it with probability ``p``; the artifact's correlation with
+    the class is weakened but not removed (rates r_c become r_c + (1 - r_c) p). With
+    ``balance=True`` the insertion probability depends on the class, q_c = (t - r_c) / (1 - r_c)
+    with t = r_max + p (1 - r_max), so that after augmentation every class shows the artifact at
+    the same rate t and the artifact carries no label information (r_c are the training set's
+    artifact rates per class; the class with the highest rate gets probability ``p``). Labels are
+    never changed.
+
+``"rrr"`` -- right for the right reasons (Ross, Hughes, Doshi-Velez 2017)
+    The loss gets a penalty on the input gradient inside the artifact masks (the exact masks of the
+    synthetic data, ``data.masks[artifact]``):
+    ``lam * mean_over_batch( sum_{pixels, channels in mask} (d f(x) / d x)^2 )``.
+    ``grad_of="log_probs"`` (default) differentiates the sum of the log-probabilities over the
+    classes, as in Ross et al.; ``grad_of="target_logit"`` the logit of the true class. The
+    gradient is taken with ``create_graph=True`` so the penalty itself is trained (double
+    back-propagation); the batch goes through the model a second time for it, in training mode.
+    The mean is over all images of the batch (images without the artifact contribute zero), so
+    ``lam`` does not depend on the batch size.
+
+Public names: :data:`METHODS`, :data:`OPTIONS`, :func:`prepare`, :func:`balanced_indices`,
+:func:`make_augment`, :func:`rrr_penalty`, :func:`make_rrr_hook`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import as_images, as_labels, as_masks, describe
+from ..data import ARTIFACTS, insert_artifact, unbiased_resample
+
+__all__ = [
+    "METHODS",
+    "OPTIONS",
+    "prepare",
+    "balanced_indices",
+    "make_augment",
+    "rrr_penalty",
+    "make_rrr_hook",
+]
+
+METHODS: tuple[str, ...] = ("resample", "augment", "rrr")
+
+#: Options of each method and their defaults (``artifacts`` takes a name or a list of names).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "resample": {"artifacts": ("frame",), "strategy": "cells", "ratio": None, "seed": 0},
+    "augment": {"artifacts": ("frame",), "p": 0.5, "balance": True},
+    "rrr": {"artifacts": ("frame",), "lam": 10.0, "grad_of": "log_probs"},
+}
+
+_STRATEGIES = ("cells", "keep_artifact")
+_GRAD_OF = ("log_probs", "target_logit")
+
+
+# --------------------------------------------------------------------------------------------------
+# option checks
+
+
+def _check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown mitigation {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def _check_artifacts(artifacts: Any, where: str = "artifacts") -> tuple[str, ...]:
+    if isinstance(artifacts, str):
+        artifacts = (artifacts,)
+    if not isinstance(artifacts, (list, tuple)) or len(artifacts) == 0:
+        raise ValueError(f"{where} must be an artifact name or a non-empty list of names; got {artifacts!r}")
+    bad = [a for a in artifacts if a not in ARTIFACTS]
+    if bad:
+        raise ValueError(f"{where}: unknown artifact(s) {bad}; valid names are {list(ARTIFACTS)}")
+    if len(set(artifacts)) != len(artifacts):
+        raise ValueError(f"{where} lists an artifact twice: {list(artifacts)}")
+    return tuple(artifacts)
+
+
+def _check_prob(p: Any, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0,1]; got {p!r}")
+    return float(p)
+
+
+def _resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = OPTIONS[method]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for mitigation {method!r}; valid options are {sorted(defaults)}"
+        )
+    return {**defaults, **options}
+
+
+def _artifact_table(data: Any, method: str) -> pd.DataFrame:
+    table = getattr(data, "artifacts", None)
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(
+            f"mitigation {method!r} needs a training set with an .artifacts DataFrame (one bool column per "
+            f"artifact, e.g. xb.data.SyntheticLesions); got {type(data).__name__}"
+        )
+    return table
+
+
+def _flags(table: pd.DataFrame, artifact: str, n: int) -> np.ndarray:
+    if artifact not in table.columns:
+        raise ValueError(f"the training set has no artifact column {artifact!r}; it has {list(table.columns)}")
+    flags = table[artifact].to_numpy()
+    if flags.dtype != bool or len(flags) != n:
+        raise ValueError(f"artifacts[{artifact!r}] must be {n} bools; got dtype {flags.dtype}, length {len(flags)}")
+    return flags
+
+
+# --------------------------------------------------------------------------------------------------
+# resample
+
+
+def balanced_indices(labels: Any, flags: Any, seed: int = 0) -> np.ndarray:
+    """Indices of a subset in which the class is independent of a joint pattern of artifact flags.
+
+    The images are grouped by their row of ``flags`` (one column per artifact); in every group the
+    same number of images of each class is drawn at random (the count of the group's rarest class),
+    so P(c | pattern) = 1 / n_classes for every pattern and hence P(c | a) = P(c | not a) for every
+    column ``a`` exactly. Groups that lack a class are dropped (they cannot be balanced).
+
+    Parameters
+    ----------
+    labels : int class labels (N,)
+    flags : bool (N,) or (N,K) array, or a DataFrame of K bool columns
+    seed : seed of the random choice
+
+    Returns
+    -------
+    np.ndarray of int64 indices, sorted ascending.
+
+    Raises
+    ------
+    ValueError
+        On malformed input or when no group contains every class.
+    """
+    lab = as_labels(labels).numpy()
+    f = flags.to_numpy() if isinstance(flags, pd.DataFrame) else np.asarray(flags)
+    if f.ndim == 1:
+        f = f[:, None]
+    if f.dtype != bool or f.ndim != 2 or len(f) != len(lab):
+        raise ValueError(f"flags must be bool (N,) or (N,K) with N={len(lab)} (one row per label); got {describe(f)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    classes = np.unique(lab)
+    patterns, group = np.unique(f, axis=0, return_inverse=True)
+    group = np.asarray(group).reshape(-1)
+    chosen = []
+    for g in range(len(patterns)):
+        pools = [np.flatnonzero((group == g) & (lab == c)) for c in classes]
+        k = min(len(p) for p in pools)
+        chosen += [rng.choice(p, size=k, replace=False) for p in pools if k > 0]
+    if not chosen:
+        raise ValueError("no artifact pattern occurs in every class; the classes cannot be balanced against the flags")
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _prepare_resample(data: Any, artifacts: tuple[str, ...], strategy: str, ratio: Any, seed: int) -> Any:
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"resample strategy must be one of {_STRATEGIES}; got {strategy!r}")
+    table = _artifact_table(data, "resample")
+    if not hasattr(data, "subset"):
+        raise ValueError(f"mitigation 'resample' needs a training set with .subset(idx); got {type(data).__name__}")
+    labels = as_labels(data.labels).numpy()
+    flags = np.stack([_flags(table, a, len(labels)) for a in artifacts], axis=1)
+    if strategy == "cells":
+        if ratio is not None:
+            raise ValueError("ratio applies only to strategy='keep_artifact'; leave it None for 'cells'")
+        idx = balanced_indices(labels, flags, seed=seed)
+    else:
+        if len(artifacts) != 1:
+            raise ValueError(
+                f"strategy='keep_artifact' balances one artifact; got {list(artifacts)} (use strategy='cells')"
+            )
+        fl = flags[:, 0]
+        if ratio is None:  # the most artifact-free images per artifact image that every class can supply
+            ratio = min((~fl & (labels == c)).sum() / max(1, (fl & (labels == c)).sum()) for c in np.unique(labels))
+            ratio = float(np.floor(ratio * 1000) / 1000)
+        idx = unbiased_resample(labels, fl, ratio=ratio, seed=seed)
+    return data.subset(idx)
+
+
+# --------------------------------------------------------------------------------------------------
+# augment
+
+
+def make_augment(
+    artifacts: str | Sequence[str] = ("frame",),
+    p: float = 0.5,
+    class_probs: dict[str, Sequence[float]] | None = None,
+) -> Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]:
+    """Build ``augment(images, labels, rng) -> images`` that paints artifacts into a batch.
+
+    Parameters
+    ----------
+    artifacts : artifact name(s) from :data:`xaibias.data.ARTIFACTS`
+    p : probability that an image gets each artifact (used for classes not in ``class_probs``)
+    class_probs : optional ``{artifact: [q_0, q_1, ...]}``, the insertion probability per class
+
+    The draws come from ``rng`` (one seed per artifact per batch, passed to
+    :func:`xaibias.data.insert_artifact`), so a seeded training run is reproducible. Labels are not
+    touched.
+    """
+    arts = _check_artifacts(artifacts)
+    p = _check_prob(p, "p")
+    probs: dict[str, list[float]] = {}
+    for a, qs in (class_probs or {}).items():
+        _check_artifacts(a, "class_probs")
+        probs[a] = [_check_prob(q, f"class_probs[{a!r}]") for q in qs]
+
+    def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        x = as_images(images, name="augment images")
+        y = as_labels(labels, n=len(x)).cpu()
+        out = x.detach().cpu().clone()
+        for a in arts:
+            seed = int(rng.integers(2**31 - 1))
+            if a not in probs:
+                out, _ = insert_artifact(out, a, seed=seed, p=p)
+                continue
+            for c in torch.unique(y).tolist():
+                sel = (y == c).nonzero().flatten()
+                q = probs[a][c] if c < len(probs[a]) else p
+                if q > 0:
+                    out[sel], _ = insert_artifact(out[sel], a, seed=seed + 7919 * c, p=q)
+        return out
+
+    augment.artifacts = arts  # type: ignore[attr-defined]
+    augment.p = p  # type: ignore[attr-defined]
+    augment.class_probs = probs  # type: ignore[attr-defined]
+    return augment
+
+
+def _balanced_probs(labels: np.ndarray, flags: np.ndarray, p: float) -> list[float]:
+    classes = int(labels.max()) + 1
+    rates = np.array([flags[labels == c].mean() if (labels == c).any() else 0.0 for c in range(classes)])
+    r_max = float(rates.max())
+    target = r_max + p * (1.0 - r_max)
+    return [float((target - r) / (1.0 - r)) if r < 1.0 else 0.0 for r in rates]
+
+
+# --------------------------------------------------------------------------------------------------
+# rrr
+
+
+def _check_rrr_args(lam: Any, grad_of: Any) -> None:
+    if grad_of not in _GRAD_OF:
+        raise ValueError(f"grad_of must be one of {_GRAD_OF}; got {grad_of!r}")
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not float(lam) >= 0:
+        raise ValueError(f"lam must be a number >= 0; got {lam!r}")
+
+
+def rrr_penalty(
+    model: nn.Module,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    y: torch.Tensor | None = None,
+    lam: float = 1.0,
+    grad_of: str = "log_probs",
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """The "right for the right reasons" penalty: ``lam`` times the squared input gradient in the masks.
+
+    Parameters
+    ----------
+    model : the classifier (its mode is left as it is)
+    x : float (B,3,H,W) inputs on the model's device
+    masks : bool (B,H,W); where the model must not look (broadcast over the colour channels)
+    y : long (B,) true classes, needed for ``grad_of="target_logit"``
+    lam : weight (>= 0)
+    grad_of : ``"log_probs"`` (sum of the log-probabilities over classes, Ross et al. 2017) or
+        ``"target_logit"`` (the logit of the true class)
+    create_graph : keep the graph of the gradient so the penalty can be back-propagated (training)
+
+    Returns
+    -------
+    A scalar tensor: ``lam * sum((mask * dF/dx)^2) / B``.
+    """
+    _check_rrr_args(lam, grad_of)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor (B,3,H,W); got {describe(x)}")
+    m = as_masks(masks, name="masks")
+    if tuple(m.shape) != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"masks must be bool (B,H,W) = {(x.shape[0], *x.shape[-2:])} matching x; got {describe(masks)}")
+    if grad_of == "target_logit" and y is None:
+        raise ValueError("grad_of='target_logit' needs the true classes y")
+    m = m.to(x.device)
+    keep = m.flatten(1).any(1)
+    if not bool(keep.any()):
+        return x.new_zeros(())
+    xi = x[keep].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xi)
+        if grad_of == "log_probs":
+            out = F.log_softmax(logits, dim=1).sum()
+        else:
+            yk = y.to(x.device)[keep]
+            out = logits.gather(1, yk[:, None]).sum()
+        (grad,) = torch.autograd.grad(out, xi, create_graph=create_graph)
+    inside = grad * m[keep][:, None].to(grad.dtype)
+    return float(lam) * inside.pow(2).sum() / x.shape[0]
+
+
+def make_rrr_hook(
+    masks: torch.Tensor, lam: float = 10.0, grad_of: str = "log_probs"
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Build ``loss_hook(model, x, y, idx)`` for :func:`xaibias.models.train` from training-set masks.
+
+    ``masks`` is bool (N,H,W) over the whole training set; ``idx`` selects the batch's rows.
+    """
+    m = as_masks(masks, name="masks").cpu()
+    _check_rrr_args(lam, grad_of)
+
+    def loss_hook(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return rrr_penalty(model, x, m[idx.cpu()], y=y, lam=lam, grad_of=grad_of)
+
+    loss_hook.lam = lam  # type: ignore[attr-defined]
+    loss_hook.grad_of = grad_of  # type: ignore[attr-defined]
+    return loss_hook
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point used by fit_or_load
+
+
+def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """Turn ``mitigation=method`` with ``options`` into ``(data, extra_train_kwargs)``.
+
+    Parameters
+    ----------
+    method : one of :data:`METHODS`
+    train_set : the training set (a dataset with ``.images``, ``.labels`` and, depending on the
+        method, ``.artifacts`` (resample; augment with ``balance=True``), ``.subset`` (resample)
+        and ``.masks`` (rrr)), e.g. :class:`xaibias.data.SyntheticLesions`
+    **options : see :data:`OPTIONS` and the module docstring
+
+    Returns
+    -------
+    data : the (for ``"resample"``: reduced) training set
+    extra : keyword arguments for :func:`xaibias.models.train` (``augment=`` or ``loss_hook=``)
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or option, an unknown artifact, an out-of-range value, or a training
+        set that lacks what the method needs.
+    """
+    method = _check_method(method)
+    opts = _resolve_options(method, options)
+    arts = _check_artifacts(opts["artifacts"])
+    if not (hasattr(train_set, "images") and hasattr(train_set, "labels")):
+        raise ValueError(f"mitigation {method!r} needs a training set with .images and .labels; got {type(train_set).__name__}")
+    if method == "resample":
+        seed = opts["seed"]
+        ratio = opts["ratio"]
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not ratio > 0):
+            raise ValueError(f"ratio must be None or a positive number; got {ratio!r}")
+        return _prepare_resample(train_set, arts, opts["strategy"], ratio, seed), {}
+    if method == "augment":
+        p = _check_prob(opts["p"], "p")
+        if not isinstance(opts["balance"], bool):
+            raise ValueError(f"balance must be True or False; got {opts['balance']!r}")
+        class_probs = None
+        if opts["balance"]:
+            table = _artifact_table(train_set, "augment (balance=True)")
+            labels = as_labels(train_set.labels).numpy()
+            class_probs = {a: _balanced_probs(labels, _flags(table, a, len(labels)), p) for a in arts}
+        return train_set, {"augment": make_augment(arts, p=p, class_probs=class_probs)}
+    # rrr
+    masks = getattr(train_set, "masks", None)
+    if not isinstance(masks, dict):
+        raise ValueError(
+            f"mitigation 'rrr' needs a training set with .masks (dict of bool (N,H,W) per artifact); "
+            f"got {type(train_set).__name__}"
+        )
+    missing = [a for a in arts if a not in masks]
+    if missing:
+        raise ValueError(f"the training set has no masks for {missing}; it has {sorted(masks)}")
+    union = as_masks(masks[arts[0]], name=f"masks[{arts[0]!r}]").clone()
+    for a in arts[1:]:
+        union |= as_masks(masks[a], name=f"masks[{a!r}]")
+    if len(union) != len(train_set.labels):
+        raise ValueError(f"masks have {len(union)} rows but the training set has {len(train_set.labels)} images")
+    return train_set, {"loss_hook": make_rrr_hook(union, lam=opts["lam"], grad_of=opts["grad_of"])}

@@ -1,0 +1,290 @@
+"""Tests for xaibias.mitigation: resampling, artifact augmentation and the RRR penalty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xaibias as xb
+from xaibias.mitigation import balanced_indices, make_augment, make_rrr_hook, prepare, rrr_penalty
+
+
+@pytest.fixture(scope="module")
+def biased():
+    # frame strongly tied to malignant, ruler mildly: as in notebook 06, small
+    return xb.data.SyntheticLesions(n=240, size=32, bias={"frame": (0.8, 0.1), "ruler": (0.6, 0.3)}, seed=3)
+
+
+def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
+    return float(labels[flags].mean()), float(labels[~flags].mean())
+
+
+def test_methods_constant():
+    assert xb.mitigation.METHODS == ("resample", "augment", "rrr")
+    assert set(xb.mitigation.OPTIONS) == set(xb.mitigation.METHODS)
+
+
+# --------------------------------------------------------------------------------------------------
+# resample
+
+
+def test_resample_makes_class_independent_of_frame(biased):
+    lab = biased.labels.numpy()
+    fl = biased.artifacts["frame"].to_numpy()
+    before = _p_malignant(lab, fl)
+    assert before[0] - before[1] > 0.5  # the fixture really is biased
+    data, extra = prepare("resample", biased, artifacts="frame")
+    assert extra == {}
+    lab2, fl2 = data.labels.numpy(), data.artifacts["frame"].to_numpy()
+    with_frame, without = _p_malignant(lab2, fl2)
+    assert with_frame == without == 0.5
+    # every kept image is a real image of the original set, with its own label and mask
+    assert len(data) < len(biased)
+    assert torch.equal(data.masks["frame"].flatten(1).any(1), torch.from_numpy(fl2.copy()))
+
+
+def test_resample_joint_balancing_of_two_artifacts(biased):
+    data, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
+    lab = data.labels.numpy()
+    for a in ("frame", "ruler"):
+        fl = data.artifacts[a].to_numpy()
+        p_with, p_without = _p_malignant(lab, fl)
+        assert p_with == pytest.approx(p_without, abs=1e-12), a
+    # deterministic with the seed, different with another seed
+    again, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
+    other, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=2)
+    assert torch.equal(again.images, data.images)
+    assert not torch.equal(other.images, data.images)
+
+
+def test_resample_keep_artifact_uses_unbiased_resample(biased):
+    data, _ = prepare("resample", biased, artifacts="frame", strategy="keep_artifact")
+    fl = data.artifacts["frame"].to_numpy()
+    # every framed image is kept (Pfau et al.'s "unbiased" set)
+    assert fl.sum() == biased.artifacts["frame"].sum()
+    p_with, p_without = _p_malignant(data.labels.numpy(), fl)
+    # equal up to rounding of the per-class counts (one image)
+    assert abs(p_with - p_without) < 1.0 / (~fl).sum() + 1e-9
+
+
+def test_balanced_indices_flags_forms():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    flags = np.array([True, False, False, True, True, True, False, False])
+    idx = balanced_indices(labels, flags, seed=0)
+    # group "flag": 1 benign, 3 malignant -> 1 + 1; group "no flag": 3 benign, 1 malignant -> 1 + 1
+    assert len(idx) == 4
+    assert labels[idx].sum() == 2
+    assert np.array_equal(np.sort(idx), idx)
+    with pytest.raises(ValueError, match="flags must be bool"):
+        balanced_indices(labels, flags.astype(int))
+    with pytest.raises(ValueError, match="no artifact pattern occurs in every class"):
+        balanced_indices(labels, labels == 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# augment
+
+
+def test_augment_keeps_labels_and_inserts_with_probability_p():
+    n, p = 1000, 0.3
+    images = torch.full((n, 3, 32, 32), 0.6)
+    labels = torch.arange(n) % 2
+    labels_before = labels.clone()
+    augment = make_augment("frame", p=p)
+    out = augment(images, labels, np.random.default_rng(0))
+    assert torch.equal(labels, labels_before)  # the label is never touched
+    assert out.shape == images.shape and torch.equal(images, torch.full_like(images, 0.6))  # input unchanged
+    changed = (out != images).flatten(1).any(1).float()
+    # binomial: sd = sqrt(p (1-p) / n) = 0.0145; allow 4 sd
+    assert changed.mean().item() == pytest.approx(p, abs=0.06)
+    for c in (0, 1):  # every class gets it at the same rate
+        assert changed[labels == c].mean().item() == pytest.approx(p, abs=0.09)
+    again = augment(images, labels, np.random.default_rng(0))
+    assert torch.equal(out, again)  # seeded by the rng passed in
+    assert not torch.equal(out, augment(images, labels, np.random.default_rng(1)))
+
+
+def test_augment_p_zero_and_one():
+    images = torch.full((20, 3, 32, 32), 0.6)
+    labels = torch.zeros(20, dtype=torch.long)
+    assert torch.equal(make_augment("frame", p=0.0)(images, labels, np.random.default_rng(0)), images)
+    out = make_augment("frame", p=1.0)(images, labels, np.random.default_rng(0))
+    assert bool((out != images).flatten(1).any(1).all())
+
+
+def test_augment_balance_equalises_artifact_rates(biased):
+    data, extra = prepare("augment", biased, artifacts="frame", p=0.4, balance=True)
+    assert data is biased
+    augment = extra["augment"]
+    lab = biased.labels.numpy()
+    rates = np.array([biased.artifacts["frame"].to_numpy()[lab == c].mean() for c in (0, 1)])
+    q = np.array(augment.class_probs["frame"])
+    after = rates + (1 - rates) * q
+    assert after[0] == pytest.approx(after[1])  # the frame no longer tells the classes apart
+    assert q[int(np.argmax(rates))] == pytest.approx(0.4)  # the most-framed class gets p
+    # empirically, on blank images: class c gets the frame with probability q_c
+    n = 800
+    images = torch.full((n, 3, 32, 32), 0.6)
+    labels = torch.arange(n) % 2
+    out = augment(images, labels, np.random.default_rng(0))
+    changed = (out != images).flatten(1).any(1).float()
+    for c in (0, 1):
+        assert changed[labels == c].mean().item() == pytest.approx(q[c], abs=0.08)
+
+
+def test_augment_unbalanced_mode_needs_no_artifact_table():
+    data = (torch.rand(8, 3, 32, 32), torch.arange(8) % 2)
+
+    class Plain:
+        images, labels = data
+
+    _, extra = prepare("augment", Plain(), balance=False, p=0.5)
+    assert extra["augment"].class_probs == {}
+    with pytest.raises(ValueError, match="needs a training set with an .artifacts DataFrame"):
+        prepare("augment", Plain(), balance=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# rrr
+
+
+class CentreOnly(nn.Module):
+    """Looks only at the central 16x16 pixels of a 32x32 image: zero input gradient elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3 * 16 * 16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(x[:, :, 8:24, 8:24]).flatten(1))
+
+
+def _border_and_centre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    centre = torch.zeros(n, 32, 32, dtype=torch.bool)
+    centre[:, 8:24, 8:24] = True
+    return ~centre, centre
+
+
+@pytest.mark.parametrize("grad_of", ["log_probs", "target_logit"])
+def test_rrr_penalty_zero_where_gradient_vanishes_positive_otherwise(grad_of):
+    model = CentreOnly()
+    x = torch.rand(6, 3, 32, 32)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    border, centre = _border_and_centre(6)
+    zero = rrr_penalty(model, x, border, y=y, lam=5.0, grad_of=grad_of)
+    assert zero.item() == 0.0
+    pos = rrr_penalty(model, x, centre, y=y, lam=5.0, grad_of=grad_of)
+    assert pos.item() > 0
+    # the penalty is differentiable in the weights (double back-propagation)
+    pos.backward()
+    assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
+    # lam scales it linearly, lam=0 switches it off
+    assert rrr_penalty(model, x, centre, y=y, lam=10.0, grad_of=grad_of).item() == pytest.approx(2 * pos.item(), rel=1e-5)
+    assert rrr_penalty(model, x, centre, y=y, lam=0.0, grad_of=grad_of).item() == 0.0
+
+
+def test_rrr_penalty_matches_closed_form_for_a_linear_model():
+    # f(x) = W x + b: the gradient of the target logit is W[y]; the penalty is
+    # lam * sum over the batch of sum_{mask} W[y]^2 / B
+    torch.manual_seed(1)
+    lin = nn.Linear(3 * 8 * 8, 2)
+    model = nn.Sequential(nn.Flatten(), lin)
+    x = torch.rand(4, 3, 8, 8)
+    y = torch.tensor([0, 1, 1, 0])
+    masks = torch.rand(4, 8, 8) > 0.5
+    masks[3] = False  # an image without the artifact contributes nothing
+    w = lin.weight.detach().reshape(2, 3, 8, 8)
+    expected = sum(((w[y[i]] * masks[i]) ** 2).sum() for i in range(4)) / 4 * 3.0
+    got = rrr_penalty(model, x, masks, y=y, lam=3.0, grad_of="target_logit")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rrr_hook_looks_up_masks_by_index():
+    model = CentreOnly()
+    border, centre = _border_and_centre(4)
+    masks = torch.cat([border[:2], centre[:2]])  # rows 0,1: border only; rows 2,3: centre
+    hook = make_rrr_hook(masks, lam=1.0)
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.tensor([0, 1])
+    assert hook(model, x, y, torch.tensor([0, 1])).item() == 0.0
+    assert hook(model, x, y, torch.tensor([2, 3])).item() > 0
+
+
+def test_rrr_prepare_uses_dataset_masks(biased):
+    data, extra = prepare("rrr", biased, artifacts=["frame", "ruler"], lam=2.0)
+    assert data is biased
+    hook = extra["loss_hook"]
+    assert hook.lam == 2.0
+    model = xb.models.make_model("small_vgg").train()
+    framed = np.flatnonzero(biased.artifacts["frame"].to_numpy())[:4]
+    clean = np.flatnonzero(~(biased.artifacts["frame"] | biased.artifacts["ruler"]).to_numpy())[:4]
+    idx = torch.from_numpy(framed)
+    assert hook(model, biased.images[idx], biased.labels[idx], idx).item() > 0
+    idx = torch.from_numpy(clean)
+    assert hook(model, biased.images[idx], biased.labels[idx], idx).item() == 0.0
+
+
+def test_fit_or_load_with_each_mitigation_trains(biased):
+    small = biased.subset(np.arange(32))
+    plain = xb.models.fit_or_load("small_vgg", small, epochs=1, batch_size=16, cache=False, progress=False, device="cpu")
+    for method, opts in (("augment", {"p": 0.5}), ("rrr", {"lam": 1.0}), ("resample", {})):
+        model = xb.models.fit_or_load(
+            "small_vgg", small, epochs=1, batch_size=16, mitigation=method, mitigation_options=opts,
+            cache=False, progress=False, device="cpu",
+        )
+        differs = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+        assert differs, method
+
+
+# --------------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def test_bad_inputs_give_clear_errors(biased):
+    with pytest.raises(ValueError, match="unknown mitigation 'dropout'; choose one of resample, augment, rrr"):
+        prepare("dropout", biased)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lambda'\] for mitigation 'rrr'"):
+        prepare("rrr", biased, **{"lambda": 1.0})
+    with pytest.raises(ValueError, match=r"unknown artifact\(s\) \['scar'\]"):
+        prepare("augment", biased, artifacts="scar")
+    with pytest.raises(ValueError, match="non-empty list"):
+        prepare("augment", biased, artifacts=[])
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0,1\]; got 1.5"):
+        prepare("augment", biased, p=1.5)
+    with pytest.raises(ValueError, match="balance must be True or False"):
+        prepare("augment", biased, balance="yes")
+    with pytest.raises(ValueError, match="lam must be a number >= 0; got -1"):
+        prepare("rrr", biased, lam=-1)
+    with pytest.raises(ValueError, match="grad_of must be one of"):
+        prepare("rrr", biased, grad_of="saliency")
+    with pytest.raises(ValueError, match="resample strategy must be one of"):
+        prepare("resample", biased, strategy="oversample")
+    with pytest.raises(ValueError, match="balances one artifact"):
+        prepare("resample", biased, artifacts=["frame", "ruler"], strategy="keep_artifact")
+    with pytest.raises(ValueError, match="ratio applies only to strategy='keep_artifact'"):
+        prepare("resample", biased, ratio=0.5)
+    with pytest.raises(ValueError, match="needs a training set with .images and .labels"):
+        prepare("rrr", [1, 2, 3])
+    tup = (biased.images, biased.labels)
+
+    class NoMasks:
+        images, labels = tup
+
+    with pytest.raises(ValueError, match="'rrr' needs a training set with .masks"):
+        prepare("rrr", NoMasks())
+    with pytest.raises(ValueError, match="'resample' needs a training set with an .artifacts DataFrame"):
+        prepare("resample", NoMasks())
+    with pytest.raises(ValueError, match="the training set has no masks for"):
+        biased_no_ruler = biased.subset(np.arange(10))
+        biased_no_ruler.masks = {"frame": biased_no_ruler.masks["frame"]}
+        prepare("rrr", biased_no_ruler, artifacts="ruler")
+    with pytest.raises(ValueError, match="masks must be bool"):
+        rrr_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="grad_of='target_logit' needs the true classes y"):
+        rrr_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool), grad_of="target_logit")
+    # through fit_or_load the same messages reach the user
+    with pytest.raises(ValueError, match="unknown mitigation"):
+        xb.models.fit_or_load("small_vgg", biased, epochs=1, mitigation="nope", cache=False, progress=False)
