@@ -214,3 +214,97 @@ def metric_bars(scores: Any, group: str = "object", metrics: Sequence[str] = ("R
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# SpRAy / GEBI clusters and explanation cards (notebook 02)
+
+__all__ += ["eigenvalue_plot", "embedding_plot", "cluster_gallery", "explanation_card"]
+
+
+def eigenvalue_plot(eigenvalues: Any, ax: plt.Axes | None = None, k: int | None = None, n: int = 16,
+                    title: str | None = None) -> plt.Figure:
+    """The first ``n`` Laplacian eigenvalues (ascending); a dashed line marks the eigengap after ``k``.
+
+    ``k`` well separated groups show as ``k`` eigenvalues near 0 followed by a jump.
+    """
+    ev = np.asarray(eigenvalues, dtype=float)[:n]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 2.8))
+    ax.plot(np.arange(1, len(ev) + 1), ev, "o-", ms=4)
+    if k is not None and 1 <= k < len(ev):
+        ax.axvline(k + 0.5, color="crimson", ls="--", lw=1, label=f"largest gap after {k}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("index")
+    ax.set_ylabel("eigenvalue of $L_{sym}$")
+    ax.set_title(title or "Laplacian eigenvalues", fontsize=9)
+    return ax.figure
+
+
+def embedding_plot(coords: Any, color: Any, ax: plt.Axes | None = None, title: str | None = None,
+                   names: dict[Any, str] | None = None, s: float = 12) -> plt.Figure:
+    """Scatter a 2-D embedding, coloured by a categorical ``color`` (cluster id or bool flag)."""
+    xy = coords.detach().cpu().numpy() if isinstance(coords, torch.Tensor) else np.asarray(coords)
+    c = np.asarray(color)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.6, 3.4))
+    cats = np.unique(c)
+    palette = plt.get_cmap("tab10")
+    for j, v in enumerate(cats):
+        sel = c == v
+        label = (names or {}).get(v.item() if hasattr(v, "item") else v, str(v))
+        col = ("lightgrey" if not v else "crimson") if c.dtype == bool else palette(j % 10)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=col, label=f"{label} ({int(sel.sum())})",
+                   edgecolors="none", alpha=0.85)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, markerscale=1.2, loc="best", framealpha=0.7)
+    ax.set_title(title or "embedding", fontsize=9)
+    return ax.figure
+
+
+def cluster_gallery(images: Any, relevance: Any, labels: Any, n: int = 6, clusters: Sequence[int] | None = None,
+                    notes: dict[int, str] | None = None, size: float = 1.25, suptitle: str | None = None,
+                    seed: int = 0) -> plt.Figure:
+    """One row per cluster: ``n`` random members as relevance overlays (bwr, centred at 0).
+
+    ``notes[c]`` is printed beside row ``c`` (for example the share of frames in the cluster).
+    """
+    lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    clusters = list(np.unique(lab)) if clusters is None else list(clusters)
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(clusters), n, figsize=(size * n + 1.6, size * len(clusters) + 0.5), squeeze=False)
+    for r, c in enumerate(clusters):
+        members = np.flatnonzero(lab == c)
+        pick = rng.choice(members, min(n, len(members)), replace=False) if len(members) else []
+        for j in range(n):
+            ax = axes[r, j]
+            ax.set_axis_off()
+            if j < len(pick):
+                overlay(images[int(pick[j])], relevance[int(pick[j])], ax=ax)
+        text = f"cluster {c}\n{len(members)} maps"
+        if notes and c in notes:
+            text += f"\n{notes[c]}"
+        axes[r, 0].text(-0.15, 0.5, text, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def explanation_card(image: Any, relevance: Any, prototype: Any, text: str, title: str | None = None,
+                     size: float = 2.2) -> plt.Figure:
+    """A local explanation with its global context: image, its heatmap, the mean heatmap of the
+    cluster (strategy) it belongs to, and a text panel (cluster, artifacts, insertion verdict)."""
+    fig, axes = plt.subplots(1, 4, figsize=(size * 4 + 1.5, size), gridspec_kw={"width_ratios": [1, 1, 1, 1.7]})
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_axis_off()
+    axes[0].set_title("image", fontsize=8)
+    overlay(image, relevance, ax=axes[1], title="its relevance")
+    heatmap(prototype, ax=axes[2], title="cluster mean relevance")
+    axes[3].set_axis_off()
+    axes[3].text(0.0, 0.5, text, va="center", ha="left", fontsize=7.5, family="monospace", wrap=True)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

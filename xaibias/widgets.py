@@ -214,3 +214,58 @@ def lrp_explorer(models: dict[str, Any], images: Any, composites: Sequence[str] 
 
     return explorer(draw, defaults={"image": 0}, headless=headless, model=list(all_models), composite=composites, rule=rules,
                     layer=list(LAYER_DEPTHS), image=(0, n - 1, 1) if n > 1 else 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# SpRAy / GEBI cluster explorer (notebook 02)
+
+__all__ += ["cluster_explorer"]
+
+
+def cluster_explorer(fits: dict[str, Any], images: Any, relevance: Any, artifacts: Any = None,
+                     k: tuple[int, int] = (2, 8), n: int = 6, default_k: int | None = None,
+                     headless: bool | None = None) -> Any:
+    """Browse cluster galleries of fitted SpRAy/GEBI estimators: dropdown for the fit, slider for k.
+
+    Parameters
+    ----------
+    fits : dict name -> fitted :class:`~xaibias.analysis.SpRAy` / :class:`~xaibias.analysis.GEBI`
+        All fitted on the same ``images``/``relevance`` (e.g. SpRAy and GEBI at several image
+        weights). Changing k re-runs only k-means on the stored spectral embedding
+        (``labels_for``), so the explorer reacts instantly.
+    images, relevance : (N,3,H,W) and (N,H,W)
+    artifacts : DataFrame of bool flags, optional
+        Known artifacts; each gallery row then lists the artifacts most frequent in that cluster.
+    k : (min, max) of the slider (max is capped by the fitted eigenvectors)
+    n : images per cluster row
+    default_k : k of the first/headless view (default: each fit's own ``n_clusters_``, else the middle)
+    """
+    from . import viz
+    from .analysis import cluster_artifact_table
+
+    if not fits:
+        raise ValueError("cluster_explorer needs at least one fitted estimator in fits")
+    for name, est in fits.items():
+        if not hasattr(est, "labels_"):
+            raise ValueError(f"fits[{name!r}] is not fitted; call fit(relevance, images) first")
+        if len(est.labels_) != len(images):
+            raise ValueError(f"fits[{name!r}] was fitted on {len(est.labels_)} maps but {len(images)} images were given")
+    first = next(iter(fits.values()))
+    kmax = min(int(k[1]), first.embedding_.shape[1])
+    kmin = max(1, min(int(k[0]), kmax))
+    dk = default_k if default_k is not None else min(max(first.n_clusters_, kmin), kmax)
+
+    def draw(method: str, n_clusters: int):
+        est = fits[method]
+        lab = est.labels_for(int(n_clusters))
+        notes = None
+        if artifacts is not None:
+            table = cluster_artifact_table(lab, artifacts)
+            notes = {}
+            for c, row in table.drop(columns="size").iterrows():
+                top = row[row > 0].sort_values(ascending=False).head(2)
+                notes[c] = "\n".join(f"{a} {v:.0%}" for a, v in top.items())
+        return viz.cluster_gallery(images, relevance, lab, n=n, notes=notes,
+                                   suptitle=f"{method}: {n_clusters} clusters (rows), random members")
+
+    return explorer(draw, defaults={"n_clusters": dk}, headless=headless, method=list(fits), n_clusters=(kmin, kmax, 1))
