@@ -367,7 +367,7 @@ def _paint_hair(
     Parameters
     ----------
     n : number of hairs (default: 1-5)
-    width : hair width in pixels (default: short side times uniform 0.008-0.014, at least 0.8)
+    width : hair width in pixels (default: short side times uniform 0.004-0.009, at least 0.8)
     color : RGB of the hair (default: near-black brown)
     """
     _, h, w = img.shape
@@ -376,7 +376,7 @@ def _paint_hair(
     cv = _Canvas(h, w)
     f = cv.ss
     for _ in range(nh):
-        lw = float(width) if width is not None else max(0.8, rng.uniform(0.008, 0.014) * s)
+        lw = float(width) if width is not None else max(0.8, rng.uniform(0.004, 0.009) * s)
         p0 = np.array([rng.uniform(0, h), rng.uniform(0, w)], np.float32)
         ang = rng.uniform(0, 2 * np.pi)
         length = rng.uniform(0.4, 1.2) * s

@@ -41,7 +41,7 @@ The ``difficulty`` knob
 Each feature ``j`` of an image of class ``c`` is drawn as
 ``clip(mean_j + (1 - difficulty) * (proto[c, j] - mean_j) + sigma(difficulty) * z, 0, 1)`` with
 ``z ~ N(0, 1)``, ``mean_j`` the average prototype over the classes in use and
-``sigma(d) = 0.06 + 0.24 * d``. At ``difficulty=0`` the classes' feature distributions barely
+``sigma(d) = 0.06 + 0.42 * d``. At ``difficulty=0`` the classes' feature distributions barely
 overlap (clearly separable by eye); as it grows the class means move together and the spread
 grows; at ``difficulty=1`` every class draws from the same distribution and the lesion carries no
 label information at all. Skin tone, lesion position, rotation and pigment darkness (binary case)
@@ -49,8 +49,10 @@ never depend on the class.
 
 **Recommended difficulty for bias experiments: 0.5** (:data:`RECOMMENDED_DIFFICULTY`): the lesion
 signal is informative but imperfect, so an artifact that co-occurs with a class is an attractive
-shortcut (a small CNN trained without artifacts reaches roughly 80 % on 64 px images; see
-the project report for the measurement).
+shortcut. Measured with ``small_vgg`` (5 epochs, 1,500 training / 500 test images of 64 px,
+seed 0): without artifacts it reaches 79 % (logistic regression on the true features: 92 %);
+with ``bias={"frame": (0.8, 0.1)}`` it reaches 88 % on the same distribution, 44 % with the
+correlation reversed, and calls 82 % of benign images malignant once a frame is inserted.
 
 Bias
 ----
@@ -93,7 +95,7 @@ __all__ = [
 ]
 
 #: Bump when the generator changes, so cached models trained on old images are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 RECOMMENDED_DIFFICULTY = 0.5
 
@@ -162,7 +164,7 @@ _BLOB_COLORS = np.array(
 
 
 def _sigma(difficulty: float) -> float:
-    return 0.06 + 0.24 * difficulty
+    return 0.06 + 0.42 * difficulty
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,9 +330,8 @@ def _interp_matrix(n: int, g: int) -> np.ndarray:
 def _smooth_noise(rng: np.random.Generator, b: int, h: int, w: int, g: int) -> np.ndarray:
     """Smooth random fields (b, h, w) with roughly unit amplitude, bilinear from g x g grids."""
     grid = rng.standard_normal((b, g, g), dtype=np.float32)
-    # plain einsum (no BLAS): tiny products, and BLAS threads only contend on a busy machine
-    tmp = np.einsum("hg,bgk->bhk", _interp_matrix(h, g), grid)
-    return np.einsum("bhk,wk->bhw", tmp, _interp_matrix(w, g))
+    tmp = (grid.reshape(b * g, g) @ _interp_matrix(w, g).T).reshape(b, g, w)
+    return np.matmul(_interp_matrix(h, g), tmp)
 
 
 @lru_cache(maxsize=16)
