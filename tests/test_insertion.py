@@ -121,3 +121,35 @@ def test_bad_inputs_are_clear_errors():
         bias_insertion(CornerModel(), bad, labels, progress=False)
     with pytest.raises(ValueError, match=r"mismatched N: images has N=6, present\['frame'\] has N=4"):
         bias_insertion(CornerModel(), images, labels, present={"frame": [True] * 4}, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.isic_sample
+def test_notebook_real_isic_path_end_to_end(isic_sample, tmp_path):
+    """Notebook 02 with DATA pointed at real ISIC photos: ISICDataset + artifact CSV, a small
+    DenseNet, LRP with the DenseNet canonizer, SpRAy/GEBI, agreement with the annotations,
+    frame/ruler/red-circle insertion into real photos and the ViRelAy export."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_spray_vs_gebi.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    settings = [c for c in nb.cells if c.cell_type == "code" and 'DATA = "synthetic"' in c.source]
+    assert len(settings) == 1, "the settings cell must set DATA = \"synthetic\" exactly once"
+    settings[0].source = settings[0].source.replace('DATA = "synthetic"', f"DATA = {str(isic_sample)!r}") + "\nSEEDS = [SEED]"
+    nb.cells = [c for c in nb.cells if "google.colab" not in c.source]
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "assert DATA != 'synthetic' and MODEL == 'small_densenet'\n"
+        "assert list(models) == ['frame-biased']\n"
+        "assert 'frame' in art.columns and agree['GEBI'].loc['frame', 'support'] > 0\n"
+        "assert spray.labels_.shape == gebi.labels_.shape == (len(X),)\n"
+        "t = insertion['frame-biased']\n"
+        "assert set(t.artifact) == {'frame', 'ruler', 'red_circle'} and set(t.true_class) == {'benign', 'malignant'}\n"
+        "assert (t.n + t.n_skipped > 0).all() and np.isfinite(t.mean_change_pp).all()\n"
+        "assert (project.parent / 'analysis.h5').is_file()\n"
+        "print('real path ok')\n"))
+    client = nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    assert "real path ok" in nb.cells[-1].outputs[0]["text"]
