@@ -1,0 +1,246 @@
+"""Clustering at scale: SpRAy and GEBI against CoRelAy and a plain scikit-learn pipeline.
+
+Data: N relevance maps of 32 x 32 with 4 planted clusters (each cluster puts a blob of relevance
+at its own place, jittered, on top of a shared "lesion" blob and noise) and, for GEBI, images that
+carry a matching coloured patch. Every configuration runs in a fresh subprocess, so its peak
+memory is its own (the kernel's peak-RSS mark is reset right before the fit and read after it).
+
+Rows:
+
+- ``xaibias SpRAy``: ``SpRAy(n_clusters=4).fit(R)`` (downsize, L2-normalise, PCA, sparse kNN,
+  ARPACK eigenvectors, k-means on the leading ones);
+- ``xaibias GEBI``: ``GEBI(n_clusters=4).fit(R, images)`` (maps and images);
+- ``CoRelAy SpectralClustering``: CoRelAy's default pipeline (all pairwise distances, kNN 10,
+  symmetric normalised Laplacian, 32 eigenvectors, k-means with 4 clusters on all of them) on the
+  flattened L2-normalised maps; skipped with a note when corelay is not installed
+  (``pip install corelay``) or when the machine lacks the memory its N x N matrices need;
+- ``sklearn kNN + eigsh + k-means``: what a user writes by hand on the same features:
+  ``kneighbors_graph`` (10 neighbours), the normalised affinity, ``eigsh`` (32 eigenpairs),
+  k-means on the 4 leading eigenvectors.
+
+Targets (issue 9): 20,000 maps in under 6 s and under 1 GB on 2 cores, ARI >= 0.99, ahead of both
+baselines at every N. The growth exponent b of time ~ N^b comes from a log-log fit.
+
+Usage: python benchmarks/bench_clustering.py [--quick] [--json PATH] [--sizes 1000 5000 20000]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    loglog_slope,
+    machine,
+    mem_available_gb,
+    parser,
+    peak_rss_mb,
+    report,
+    reset_peak_rss,
+    rss_mb,
+)
+
+METHODS = ("xaibias SpRAy", "xaibias GEBI", "CoRelAy SpectralClustering", "sklearn kNN + eigsh + k-means")
+K = 4
+
+
+def planted(n: int, k: int = K, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relevance maps (n,size,size), images (n,3,size,size) in [0,1] and labels (n,) with k planted clusters."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % k)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angles = 2 * np.pi * np.arange(k) / k + np.pi / 4
+    centres = np.stack([size / 2 + size * 0.3 * np.sin(angles), size / 2 + size * 0.3 * np.cos(angles)], 1)
+    R = np.empty((n, size, size), dtype=np.float32)
+    X = np.empty((n, 3, size, size), dtype=np.float32)
+    palette = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.2, 0.9], [0.1, 0.8, 0.2],
+                        [0.9, 0.9, 0.1], [0.6, 0.1, 0.8]], dtype=np.float32)
+    for s in range(0, n, 2048):  # chunks bound the temporary memory
+        lab = labels[s:s + 2048]
+        m = len(lab)
+        c = centres[lab] + rng.uniform(-2, 2, (m, 2))
+        blob = np.exp(-((yy - c[:, :1, None]) ** 2 + (xx - c[:, 1:, None]) ** 2) / (2 * 3.0**2))
+        lesion = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * 5.0**2))
+        R[s:s + m] = (rng.uniform(0.6, 1.4, (m, 1, 1)) * blob + rng.uniform(0.3, 0.8, (m, 1, 1)) * lesion
+                      + 0.15 * rng.standard_normal((m, size, size)))
+        img = 0.7 + 0.05 * rng.standard_normal((m, 3, size, size))
+        img -= 0.4 * lesion[None, None]
+        patch = (np.abs(yy - c[:, :1, None]) < 3) & (np.abs(xx - c[:, 1:, None]) < 3)
+        img = np.where(patch[:, None], palette[lab % len(palette)][:, :, None, None], img)
+        X[s:s + m] = np.clip(img, 0, 1)
+    return R, X, labels
+
+
+def features(R: np.ndarray) -> np.ndarray:
+    """Flattened maps with unit L2 norm: SpRAy's preprocessing, given to both baselines."""
+    F = R.reshape(len(R), -1).astype(np.float32)
+    return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+
+
+def corelay_bytes(n: int) -> float:
+    """Memory CoRelAy's default pipeline needs: condensed pdist (4 N^2 B) + square matrix + argsort (8 N^2 B each)."""
+    return 20.0 * n * n
+
+
+def fit(method: str, R: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, dict]:
+    extra: dict = {}
+    if method == "xaibias SpRAy":
+        from xaibias.analysis import SpRAy
+
+        return SpRAy(n_clusters=K, random_state=0).fit(R).labels_, extra
+    if method == "xaibias GEBI":
+        from xaibias.analysis import GEBI
+
+        return GEBI(n_clusters=K, random_state=0).fit(R, X).labels_, extra
+    if method == "CoRelAy SpectralClustering":
+        from corelay.pipeline.spectral import SpectralClustering
+        from corelay.processor.clustering import KMeans as CKMeans
+
+        (eigval, eigvec), labels = SpectralClustering(clustering=CKMeans(n_clusters=K, is_output=True))(features(R))
+        extra["leading_eigvecs"] = eigvec[:, np.argsort(eigval)[:K]]
+        return np.asarray(labels), extra
+    if method == "sklearn kNN + eigsh + k-means":
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import eigsh
+        from sklearn.cluster import KMeans
+        from sklearn.neighbors import kneighbors_graph
+
+        A = kneighbors_graph(features(R), n_neighbors=10, mode="connectivity", include_self=False)
+        A = 0.5 * (A + A.T)
+        d = np.asarray(A.sum(axis=1)).ravel() ** -0.5
+        M = sp.diags(d) @ A @ sp.diags(d)
+        vals, vecs = eigsh(M, k=32, which="LA", random_state=0) if _eigsh_has_rng() else eigsh(M, k=32, which="LA")
+        lead = vecs[:, np.argsort(vals)[::-1][:K]]
+        return KMeans(n_clusters=K, n_init=10, random_state=0).fit_predict(lead), extra
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def _eigsh_has_rng() -> bool:
+    import inspect
+
+    from scipy.sparse.linalg import eigsh
+
+    return "random_state" in inspect.signature(eigsh).parameters
+
+
+def worker(method: str, n: int, seed: int) -> dict:
+    """One configuration, run inside its own process; returns the row."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    import xaibias  # noqa: F401 - import cost stays outside the timed and measured part
+
+    R, X, y = planted(n, seed=seed)
+    if method == "CoRelAy SpectralClustering":
+        import corelay  # noqa: F401
+    if method == "xaibias SpRAy":
+        X = X[:0]  # SpRAy does not use the images: free them before measuring
+    import gc
+
+    gc.collect()
+    rss0 = rss_mb()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    labels, extra = fit(method, R, X)
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    row = {"method": method, "n": n, "fit_s": seconds, "peak_mb": peak,
+           "extra_mb": None if peak is None or rss0 is None else peak - rss0,
+           "ari": float(adjusted_rand_score(y, labels))}
+    if "leading_eigvecs" in extra:
+        km = KMeans(n_clusters=K, n_init=10, random_state=0).fit_predict(extra["leading_eigvecs"])
+        row["ari_4_eigvecs"] = float(adjusted_rand_score(y, km))
+    return row
+
+
+def run_config(method: str, n: int, seed: int, timeout: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(n), str(seed)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "n": n, "note": f"stopped after {timeout} s"}
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        return {"method": method, "n": n, "note": "failed: " + (res.stderr.strip().splitlines() or ["?"])[-1][:160]}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))), flush=True)
+        return {}
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="N values (default 1000 5000 20000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every configuration in this process (faster start; peak memory then less clean)")
+    args = ap.parse_args(argv)
+    sizes = args.sizes or ([200, 400] if args.quick else [1000, 5000, 20000])
+    in_process = args.in_process or args.quick
+    info = machine("cpu")
+    notes: list[str] = []
+    try:
+        import corelay  # noqa: F401
+
+        have_corelay = True
+    except ImportError:
+        have_corelay = False
+        notes.append("CoRelAy rows skipped: corelay is not installed (pip install corelay)")
+    rows: list[dict] = []
+    for n in sizes:
+        for method in METHODS:
+            if method.startswith("CoRelAy"):
+                if not have_corelay:
+                    continue
+                need = corelay_bytes(n) / 1e9
+                avail = mem_available_gb()
+                if avail is not None and avail < need + 2:
+                    notes.append(f"CoRelAy at N={n} skipped: it needs about {need:.1f} GB (N x N distances and "
+                                 f"their argsort), {avail} GB available")
+                    rows.append({"method": method, "n": n, "note": f"skipped: needs ~{need:.1f} GB"})
+                    continue
+            print(f"N={n:>6} {method} ...", end="", flush=True)
+            row = worker(method, n, args.seed) if in_process else run_config(method, n, args.seed, args.timeout)
+            rows.append(row)
+            print(f" {row.get('fit_s', float('nan')):.1f} s" if "fit_s" in row else f" {row.get('note')}", flush=True)
+    summary: dict = {}
+    for method in METHODS:
+        pts = [(r["n"], r["fit_s"]) for r in rows if r["method"] == method and "fit_s" in r]
+        b = loglog_slope([p[0] for p in pts], [p[1] for p in pts])
+        if b is not None:
+            summary[f"{method}: growth exponent b (time ~ N^b)"] = round(b, 2)
+    big = max(sizes)
+    for method in ("xaibias SpRAy", "xaibias GEBI"):
+        r = next((q for q in rows if q["method"] == method and q["n"] == big and "fit_s" in q), None)
+        if r is None:
+            continue
+        if big >= 20000:
+            summary[f"{method} at N={big}: under 6 s"] = bool(r["fit_s"] < 6)
+            summary[f"{method} at N={big}: under 1 GB peak"] = bool(r["peak_mb"] is not None and r["peak_mb"] < 1024)
+        summary[f"{method}: ARI >= 0.99 at every N"] = all(q["ari"] >= 0.99 for q in rows
+                                                           if q["method"] == method and "ari" in q)
+        ahead = []
+        for n in sizes:
+            mine = next((q for q in rows if q["method"] == method and q["n"] == n and "fit_s" in q), None)
+            others = [q["fit_s"] for q in rows if q["n"] == n and "fit_s" in q and not q["method"].startswith("xaibias")]
+            if mine is not None and others:
+                ahead.append(mine["fit_s"] < min(others))
+        summary[f"{method}: faster than every baseline at every N"] = bool(ahead) and all(ahead)
+    if in_process:
+        notes.append("configurations ran in one process (--in-process/--quick): peak MB is that process's, "
+                     "extra MB is still the growth during each fit")
+    notes.append("peak_mb: the process's peak resident memory during the fit (interpreter, torch and the input "
+                 "data included); extra_mb: that peak minus the resident memory just before the fit")
+    notes.append("ari_4_eigvecs (CoRelAy): k-means on CoRelAy's 4 leading eigenvectors instead of all 32")
+    columns = [("n", "N"), ("method", "method"), ("fit_s", "fit s"), ("peak_mb", "peak MB"), ("extra_mb", "extra MB"),
+               ("ari", "ARI"), ("ari_4_eigvecs", "ARI (4 eigvecs)"), ("note", "note")]
+    return report("bench_clustering", args, info, rows, columns, summary, notes)
+
+
+if __name__ == "__main__":
+    main()
