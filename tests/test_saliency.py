@@ -274,3 +274,10 @@ def test_response_rate_accuracy_bad_inputs():
         aurrac(pd.DataFrame({"accuracy": [1.0, 0.5]}))
     with pytest.raises(ValueError, match="single response rate"):
         aurrac([True, False], [0.3, 0.3])
+
+
+def test_pandas_labels_and_values_from_a_dataframe():
+    df = pd.DataFrame({"value": [0.0, 1.0, 2.0, 3.0], "label": [0, 0, 1, 1]})
+    assert interclass_variance(df["value"], df["label"]) == pytest.approx(1.0)
+    gs = global_saliency(df["value"], df["label"], n_boot=10)
+    assert gs["mean"].tolist() == [0.5, 2.5]
