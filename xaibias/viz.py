@@ -308,3 +308,51 @@ def explanation_card(image: Any, relevance: Any, prototype: Any, text: str, titl
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# mitigation trade-off (notebook 06)
+
+__all__ += ["tradeoff_plot"]
+
+
+def tradeoff_plot(report: Any, x: str = "insertion_frame_pp", y: str = "acc_clean", group: str = "method",
+                  ax: plt.Axes | None = None, title: str | None = None, reference: str | None = None,
+                  xlabel: str | None = None, ylabel: str | None = None) -> plt.Figure:
+    """Scatter of one row per (model, seed) with each group's mean and standard deviation as a cross.
+
+    ``report`` is a DataFrame with columns ``x``, ``y`` and ``group`` (for example the
+    concatenated :func:`xaibias.analysis.bias_report` tables of several seeds with a ``"method"``
+    column). ``reference`` names a group (the baseline) whose mean gets dotted guide lines: half
+    its ``x`` and its ``y`` minus 0.03, the "cut by half, within 3 points" target region.
+    """
+    import pandas as pd
+
+    if not isinstance(report, pd.DataFrame):
+        raise TypeError(f"report must be a pandas DataFrame; got {type(report).__name__}")
+    missing = [c for c in (x, y, group) if c not in report.columns]
+    if missing:
+        raise ValueError(f"report is missing column(s) {missing}; has {list(report.columns)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    else:
+        fig = ax.figure
+    for i, (name, sub) in enumerate(report.groupby(group, sort=False)):
+        color = f"C{i}"
+        ax.scatter(sub[x], sub[y], color=color, alpha=0.35, s=18)
+        ax.errorbar(sub[x].mean(), sub[y].mean(), xerr=sub[x].std(ddof=1) if len(sub) > 1 else None,
+                    yerr=sub[y].std(ddof=1) if len(sub) > 1 else None, fmt="o", color=color, capsize=3,
+                    label=str(name))
+    if reference is not None:
+        ref = report[report[group] == reference]
+        if len(ref) == 0:
+            raise ValueError(f"reference={reference!r} is not a value of report[{group!r}]")
+        ax.axvline(ref[x].mean() / 2, color="grey", ls=":", lw=1)
+        ax.axhline(ref[y].mean() - 0.03, color="grey", ls=":", lw=1)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
