@@ -219,7 +219,22 @@ def test_hide_lesion_fills_the_box_with_skin(biased):
     assert 1.4 < float(ratio) < 2.0, "a 70% larger box (area), up to pixel rounding and image borders"
 
 
+def test_hide_lesion_fixed_side_removes_the_box_size_cue():
+    ds = SyntheticLesions(n=300, size=48, difficulty=0.3, seed=6)
+    y = ds.labels.numpy() == 1
+
+    def changed_area(images: torch.Tensor) -> np.ndarray:
+        return (images != ds.images).any(1).flatten(1).sum(1).float().numpy()
+
+    tight = changed_area(hide_lesion(ds).images)
+    fixed = changed_area(hide_lesion(ds, side=0.9).images)
+    assert auroc(tight, y) > 0.75, "the lesion's own box is larger for malignant lesions"
+    assert abs(auroc(fixed, y) - 0.5) < 0.1, "a fixed-size box carries no class information"
+
+
 def test_hide_lesion_bad_input(biased):
+    with pytest.raises(ValueError, match=r"side must be None or a fraction of the image side in \(0,1\]"):
+        hide_lesion(biased, side=1.5)
     with pytest.raises(ValueError, match="enlarge must be an area factor >= 1"):
         hide_lesion(biased, enlarge=0.5)
     with pytest.raises(ValueError, match="lesion_masks is required"):

@@ -50,9 +50,12 @@ never depend on the class.
 **Recommended difficulty for bias experiments: 0.5** (:data:`RECOMMENDED_DIFFICULTY`): the lesion
 signal is informative but imperfect, so an artifact that co-occurs with a class is an attractive
 shortcut. Measured with ``small_vgg`` (5 epochs, 1,500 training / 500 test images of 64 px,
-seed 0): without artifacts it reaches 79 % (logistic regression on the true features: 92 %);
-with ``bias={"frame": (0.8, 0.1)}`` it reaches 88 % on the same distribution, 44 % with the
-correlation reversed, and calls 82 % of benign images malignant once a frame is inserted.
+seeds 0 and 1): without artifacts it reaches 79 % / 79 % (logistic regression on the true
+features: 92 %); with ``bias={"frame": (0.8, 0.1)}`` it reaches 88 % / 88 % on the same
+distribution (the frame alone would give 85 %), 44 % / 46 % with the correlation reversed, and
+calls 82 % / 87 % of benign images malignant once a frame is inserted. At difficulty 0.45 the
+lesion-only accuracy is 85 % and the frame-biased model scores 91 % / 57 % (seed 1): use it when a
+wider margin above 85 % on the biased test set matters more than a strong shortcut.
 
 Bias
 ----
@@ -707,6 +710,7 @@ def hide_lesion(
     enlarge: float = 1.0,
     seed: int = 0,
     artifact_masks: torch.Tensor | np.ndarray | None = None,
+    side: float | None = None,
 ) -> SyntheticLesions | torch.Tensor:
     """Hide each lesion under a box of skin colour (Bissoto et al. 2019, "(De)Constructing bias").
 
@@ -722,6 +726,10 @@ def hide_lesion(
     enlarge : area factor >= 1
     seed : seed of the noise
     artifact_masks : optional bool (N,H,W) of pixels to exclude from the skin estimate (images only)
+    side : optional box side as a fraction of the image side. The paper's box follows the lesion,
+        so its size still tells the class where lesion size does (malignant lesions are larger);
+        with ``side`` every image gets a square of the same size centred on its lesion (grown to
+        cover the enlarged bounding box where that is larger), which removes that leak.
 
     Returns
     -------
@@ -729,6 +737,8 @@ def hide_lesion(
     """
     if isinstance(enlarge, bool) or not isinstance(enlarge, (int, float)) or enlarge < 1.0:
         raise ValueError(f"enlarge must be an area factor >= 1 (1.7 = a 70% larger box); got {enlarge!r}")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, (int, float)) or not 0 < side <= 1):
+        raise ValueError(f"side must be None or a fraction of the image side in (0,1]; got {side!r}")
     ds = dataset_or_images if isinstance(dataset_or_images, SyntheticLesions) else None
     if ds is not None:
         images = ds.images
@@ -749,13 +759,20 @@ def hide_lesion(
         raise ValueError(f"lesion_masks is empty for image(s) {empty[:10].tolist()}; there is no lesion to hide")
     out = images.detach().cpu().numpy().astype(np.float32, copy=True)
     lmn, amn = lm.cpu().numpy(), am.cpu().numpy()
-    side = float(np.sqrt(enlarge))
+    grow = float(np.sqrt(enlarge))
     for i in range(n):
         rows, cols = np.flatnonzero(lmn[i].any(1)), np.flatnonzero(lmn[i].any(0))
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        cy, cx, hh, hw = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2 * side, (x1 - x0) / 2 * side
-        ys = slice(max(0, int(round(cy - hh))), min(h, int(round(cy + hh))))
-        xs = slice(max(0, int(round(cx - hw))), min(w, int(round(cx + hw))))
+        cy, cx, hh, hw = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2 * grow, (x1 - x0) / 2 * grow
+        if side is None:
+            ys = slice(max(0, int(round(cy - hh))), min(h, int(round(cy + hh))))
+            xs = slice(max(0, int(round(cx - hw))), min(w, int(round(cx + hw))))
+        else:  # same-size box for every image, shifted (not clipped) to stay inside
+            bh = min(h, max(int(round(side * h)), int(np.ceil(2 * hh))))
+            bw = min(w, max(int(round(side * w)), int(np.ceil(2 * hw))))
+            top = int(np.clip(round(cy - bh / 2), 0, h - bh))
+            left = int(np.clip(round(cx - bw / 2), 0, w - bw))
+            ys, xs = slice(top, top + bh), slice(left, left + bw)
         med, mad = _skin_estimate(out[i], ~(lmn[i] | amn[i]))
         box = out[i][:, ys, xs]
         rng = np.random.default_rng([int(seed), i])
@@ -766,5 +783,5 @@ def hide_lesion(
         return result
     new = ds.subset(np.arange(len(ds)))
     new.images = result
-    new.spec = dict(ds.spec, hide_lesion={"enlarge": float(enlarge), "seed": int(seed)})
+    new.spec = dict(ds.spec, hide_lesion={"enlarge": float(enlarge), "seed": int(seed), "side": side})
     return new
