@@ -39,11 +39,12 @@ def test_columns_and_ranges_on_a_small_case(sets):
     rep = xb.analysis.bias_report(models, sets, artifacts="frame", n_explain=6)
     assert list(rep.index) == ["a", "b"] and rep.index.name == "model"
     assert list(rep.columns) == [
-        "acc_same", "acc_reversed", "insertion_frame_pp", "flip_frame", "saliency_frame", "rma_frame", "area_frame",
+        "acc_same", "acc_reversed", "insertion_frame_pp", "insertion_frame_abs_pp", "flip_frame", "saliency_frame", "rma_frame", "area_frame",
     ]
     assert rep[["acc_same", "acc_reversed", "flip_frame", "rma_frame", "area_frame"]].apply(
         lambda s: s.between(0, 1).all()).all()
     assert rep["insertion_frame_pp"].abs().le(100).all()
+    assert (rep["insertion_frame_abs_pp"] >= rep["insertion_frame_pp"].abs() - 1e-9).all()
     # the frame is a big artifact: on these images it covers a large share of the pixels
     assert rep["area_frame"].gt(0.2).all()
     assert rep.attrs["artifacts"] == ["frame"] and rep.attrs["test_sets"] == ["same", "reversed"]
@@ -60,6 +61,7 @@ def test_report_separates_a_frame_reader_from_a_lesion_reader(sets):
     models = {"centre": Region("centre"), "border": Region("border")}
     rep = xb.analysis.bias_report(models, sets, artifacts="frame", method="gradient", n_explain=8)
     assert rep.loc["centre", "insertion_frame_pp"] == pytest.approx(0.0, abs=1e-6)
+    assert rep.loc["centre", "insertion_frame_abs_pp"] == pytest.approx(0.0, abs=1e-6)
     assert rep.loc["centre", "flip_frame"] == 0.0
     assert rep.loc["centre", "saliency_frame"] == pytest.approx(0.0, abs=1e-9)
     assert rep.loc["border", "insertion_frame_pp"] > 10  # a frame darkens the border: "malignant" rises

@@ -7,7 +7,8 @@ and without a mitigation (notebook 06) can be compared side by side:
   artifact/class correlation reversed, and a clean one without the artifact);
 - **insertion effect** per artifact: the mean change of the target-class (malignant) probability,
   in percentage points, when the artifact is pasted into test images that do not have it
-  (:func:`xaibias.analysis.bias_insertion`, GEBI), and the share of images whose prediction flips;
+  (:func:`xaibias.analysis.bias_insertion`, GEBI), its mean absolute change, and the share of
+  images whose prediction flips;
 - **mean saliency** on the artifact mask (Pfau et al. 2019, :func:`xaibias.analysis.mean_saliency`)
   of the target-class explanation, on test images that carry the artifact. The saliency is the
   absolute relevance (attention regardless of sign), divided per image by its mean over the image,
@@ -39,6 +40,7 @@ __all__ = ["bias_report", "REPORT_COLUMNS"]
 REPORT_COLUMNS = (
     "acc_{set}",
     "insertion_{a}_pp",
+    "insertion_{a}_abs_pp",
     "flip_{a}",
     "saliency_{a}",
     "rma_{a}",
@@ -116,7 +118,9 @@ def bias_report(
     -------
     pandas.DataFrame indexed by model name, with columns ``acc_<set>`` for every test set and, for
     every artifact ``a``: ``insertion_<a>_pp`` (mean change of the target-class probability in pp
-    over all inserted images), ``flip_<a>`` (share of those whose predicted class changed),
+    over all inserted images), ``insertion_<a>_abs_pp`` (mean absolute change: a model that moves
+    some images up and others down has a small signed but a large absolute effect),
+    ``flip_<a>`` (share of those whose predicted class changed),
     ``saliency_<a>`` (mean over images of the mean of |R| / mean(|R|) on the mask),
     ``rma_<a>`` (mean relevance mass accuracy) and ``area_<a>`` (mean share of the image the mask
     covers). ``attrs`` records the settings.
@@ -176,6 +180,7 @@ def bias_report(
             if len(used) == 0:
                 raise ValueError(f"every image of the insertion set already carries {a!r}; nothing to insert into")
             row[f"insertion_{a}_pp"] = float(used["change_pp"].mean())
+            row[f"insertion_{a}_abs_pp"] = float(used["change_pp"].abs().mean())
             row[f"flip_{a}"] = float(used["flipped"].mean())
         for a in arts:
             x, m = explain[a]
