@@ -86,10 +86,10 @@ def test_fit_or_load_caches_and_survives_corrupt_file(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("should have loaded from the cache")
 
-    monkeypatch.setattr(models, "train", boom)
-    m2 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    with monkeypatch.context() as mp:  # (a plain undo() would also drop the private cache folder)
+        mp.setattr(models, "train", boom)
+        m2 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    monkeypatch.undo()
     files[0].write_bytes(b"garbage")
     m3 = models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))

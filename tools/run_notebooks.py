@@ -47,6 +47,8 @@ def run(path: Path, out: Path, timeout: int) -> dict:
         client.execute()
     except CellExecutionError as exc:
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    except Exception as exc:  # noqa: BLE001 - a timeout or a dead kernel is a failed notebook, not a crash
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out / path.name)
