@@ -61,3 +61,10 @@ def test_relevance_and_mask_checks():
         as_labels([0, 1, 1], n=2)
     with pytest.raises(ValueError, match="mismatched N: a has N=2, b has N=3"):
         check_same_n(a=[1, 2], b=[1, 2, 3])
+
+
+def test_content_hash_of_a_state_dict_with_scalar_tensors():
+    sd = torch.nn.BatchNorm2d(2).state_dict()  # holds the 0-d num_batches_tracked
+    assert content_hash(sd) == content_hash(torch.nn.BatchNorm2d(2).state_dict())
+    sd["num_batches_tracked"] += 1
+    assert content_hash(sd) != content_hash(torch.nn.BatchNorm2d(2).state_dict())
