@@ -43,7 +43,6 @@ all-False for normal images).
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from typing import Any
 
@@ -51,8 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._cache import content_hash
-from .._checks import describe
+from ._base import ArrayDataset
 
 __all__ = ["SyntheticChestXray", "XRAY_CLASSES", "MARKER_SITES"]
 
@@ -244,7 +242,7 @@ def _paint_border(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-class SyntheticChestXray(torch.utils.data.Dataset):
+class SyntheticChestXray(ArrayDataset):
     """Synthetic frontal chest X-rays: three diseases, hospital lead markers and a bright border.
 
     See the module docstring for how an image is made and what ``bias`` means.
@@ -277,6 +275,8 @@ class SyntheticChestXray(torch.utils.data.Dataset):
     bias : the bias as resolved
     spec : JSON-able dict of all constructor arguments (and the subset, if any)
     """
+
+    _per_item = ("images", "labels", "sites", "masks", "artifacts")
 
     def __init__(
         self,
@@ -357,58 +357,9 @@ class SyntheticChestXray(torch.utils.data.Dataset):
             cols[f"marker_{letter}_{corner}"] = sites == j
         self.artifacts = pd.DataFrame(cols)
 
-    # -- torch Dataset protocol ----------------------------------------------------------------
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
     def __repr__(self) -> str:
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return (
             f"SyntheticChestXray(n={len(self)}, size={self.images.shape[-1]}, "
             f"classes={dict(zip(self.class_names, counts))}, difficulty={self.spec['difficulty']}, bias={self.bias})"
         )
-
-    # -- helpers -------------------------------------------------------------------------------
-    def cache_key(self) -> str:
-        """A content hash of :attr:`spec` (all constructor arguments and the subset), for caches."""
-        return content_hash(self.spec)
-
-    def subset(self, idx: Any) -> SyntheticChestXray:
-        """A new dataset holding images ``idx`` (int indices or a bool mask), in that order."""
-        ix = torch.as_tensor(np.asarray(idx))
-        if ix.dtype == torch.bool:
-            if ix.shape != (len(self),):
-                raise ValueError(f"a bool idx must have shape ({len(self)},); got {describe(ix)}")
-            ix = ix.nonzero().flatten()
-        if ix.ndim != 1 or (ix.numel() and ix.is_floating_point()):
-            raise ValueError(f"idx must be a 1-D sequence of int indices or a bool mask; got {describe(ix)}")
-        ix = ix.long()
-        if ix.numel() and (int(ix.min()) < -len(self) or int(ix.max()) >= len(self)):
-            raise ValueError(f"idx out of range for a dataset of {len(self)} images")
-        out = object.__new__(type(self))
-        out.__dict__.update(self.__dict__)
-        out.images = self.images[ix]
-        out.labels = self.labels[ix]
-        out.sites = self.sites[ix]
-        out.masks = {k: v[ix] for k, v in self.masks.items()}
-        out.artifacts = self.artifacts.iloc[ix.numpy()].reset_index(drop=True)
-        out.class_names = list(self.class_names)
-        out.bias = copy.deepcopy(self.bias)
-        out.spec = dict(self.spec, subset={"of": self.cache_key(), "index": content_hash(ix.numpy().astype(np.int64))})
-        return out
-
-    def split(self, test_fraction: float = 0.25, seed: int = 0) -> tuple[SyntheticChestXray, SyntheticChestXray]:
-        """Random split, stratified by label, into (train, test) subsets."""
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
-        rng = np.random.default_rng(seed)
-        labels = self.labels.numpy()
-        test = [rng.permutation(np.flatnonzero(labels == c))[: int(round(test_fraction * (labels == c).sum()))]
-                for c in np.unique(labels)]
-        test_idx = np.sort(np.concatenate(test))
-        if len(test_idx) == 0 or len(test_idx) == len(self):
-            raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(self)} images")
-        return self.subset(np.setdiff1d(np.arange(len(self)), test_idx)), self.subset(test_idx)

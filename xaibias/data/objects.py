@@ -37,8 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .._cache import content_hash
-from .._checks import describe
+from ._base import ArrayDataset
 
 __all__ = ["SyntheticObjects", "OBJECT_CLASSES", "FRUIT_CLASSES", "OBJECT_BACKGROUNDS", "FRUIT_BACKGROUNDS"]
 
@@ -374,7 +373,7 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-class SyntheticObjects(torch.utils.data.Dataset):
+class SyntheticObjects(ArrayDataset):
     """Object-bias or background-bias images with known ground truth (Schaaf et al. 2021).
 
     Parameters
@@ -406,6 +405,8 @@ class SyntheticObjects(torch.utils.data.Dataset):
     bias_class : the class that carries the bias (``"dog"`` or ``"apple"``)
     spec : JSON-able dict of the constructor arguments (and the subset, if any)
     """
+
+    _per_item = ("images", "labels", "masks", "meta")
 
     def __init__(self, n: int = 2000, size: int = 64, kind: str = "object", biased: bool = True, seed: int = 0) -> None:
         n = _check_int(n, "n", 1)
@@ -482,63 +483,9 @@ class SyntheticObjects(torch.utils.data.Dataset):
             meta["ball"] = ball.numpy()
         self.meta = pd.DataFrame(meta)
 
-    # -- torch Dataset protocol ----------------------------------------------------------------
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
     def __repr__(self) -> str:
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return (
             f"SyntheticObjects(kind={self.kind!r}, biased={self.biased}, n={len(self)}, "
             f"size={self.images.shape[-1]}, classes={dict(zip(self.class_names, counts))})"
         )
-
-    # -- helpers -------------------------------------------------------------------------------
-    def cache_key(self) -> str:
-        """A content hash of :attr:`spec` (all constructor arguments and the subset), for caches."""
-        return content_hash(self.spec)
-
-    def subset(self, idx: Any) -> SyntheticObjects:
-        """A new dataset holding images ``idx`` (int indices or a bool mask), in that order."""
-        ix = torch.as_tensor(np.asarray(idx))
-        if ix.dtype == torch.bool:
-            if ix.shape != (len(self),):
-                raise ValueError(f"a bool idx must have shape ({len(self)},); got {describe(ix)}")
-            ix = ix.nonzero().flatten()
-        if ix.ndim != 1 or (ix.numel() and ix.is_floating_point()):
-            raise ValueError(f"idx must be a 1-D sequence of int indices or a bool mask; got {describe(ix)}")
-        ix = ix.long()
-        if ix.numel() and (int(ix.min()) < -len(self) or int(ix.max()) >= len(self)):
-            raise ValueError(f"idx out of range for a dataset of {len(self)} images")
-        out = object.__new__(type(self))
-        out.__dict__.update(self.__dict__)
-        out.images = self.images[ix]
-        out.labels = self.labels[ix]
-        out.masks = {k: v[ix] for k, v in self.masks.items()}
-        out.meta = self.meta.iloc[ix.numpy()].reset_index(drop=True)
-        out.class_names = list(self.class_names)
-        out.spec = dict(self.spec, subset={"of": self.cache_key(), "index": content_hash(ix.numpy().astype(np.int64))})
-        return out
-
-    def split(self, test_fraction: float = 0.25, seed: int = 0) -> tuple[SyntheticObjects, SyntheticObjects]:
-        """Random split, stratified by label, into (train, test) subsets.
-
-        The split depends only on the labels and ``seed``, so a biased set and its matching
-        unbiased set split into matching halves.
-        """
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
-        rng = np.random.default_rng(seed)
-        labels = self.labels.numpy()
-        test = []
-        for c in np.unique(labels):
-            g = rng.permutation(np.flatnonzero(labels == c))
-            test.append(g[: int(round(test_fraction * len(g)))])
-        test_idx = np.sort(np.concatenate(test))
-        if len(test_idx) == 0 or len(test_idx) == len(self):
-            raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(self)} images")
-        train_idx = np.setdiff1d(np.arange(len(self)), test_idx)
-        return self.subset(train_idx), self.subset(test_idx)

@@ -71,7 +71,6 @@ the benign rate.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -80,8 +79,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._cache import content_hash
 from .._checks import as_images, as_masks, describe
+from ._base import ArrayDataset
 from .artifacts import ARTIFACTS, PAINTER_PARAMS, _bezier, _Canvas, _paint_np
 
 __all__ = [
@@ -517,7 +516,7 @@ def _draw_features(
 # ----------------------------------------------------------------------------------------------
 # the dataset
 # ----------------------------------------------------------------------------------------------
-class SyntheticLesions(torch.utils.data.Dataset):
+class SyntheticLesions(ArrayDataset):
     """Synthetic dermoscopy images with known lesions, artifacts and artifact/class co-occurrence.
 
     Parameters
@@ -548,6 +547,8 @@ class SyntheticLesions(torch.utils.data.Dataset):
         ``{artifact: {class_name: rate}}``)
     spec : JSON-able dict of all constructor arguments (and the subset, if any)
     """
+
+    _per_item = ("images", "labels", "masks", "artifacts", "features", "skin_tone")
 
     def __init__(
         self,
@@ -618,13 +619,6 @@ class SyntheticLesions(torch.utils.data.Dataset):
         self.features = pd.DataFrame(feats, columns=list(FEATURES))
         self.skin_tone = tones
 
-    # -- torch Dataset protocol ----------------------------------------------------------------
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
     def __repr__(self) -> str:
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return (
@@ -637,53 +631,6 @@ class SyntheticLesions(torch.utils.data.Dataset):
     def binary(self) -> bool:
         """Whether the classes are benign/malignant."""
         return self.class_names == list(BINARY_CLASSES)
-
-    def cache_key(self) -> str:
-        """A content hash of :attr:`spec` (all constructor arguments and the subset), for caches."""
-        return content_hash(self.spec)
-
-    def subset(self, idx: Any) -> SyntheticLesions:
-        """A new dataset holding images ``idx`` (int indices or a bool mask), in that order."""
-        ix = torch.as_tensor(np.asarray(idx))
-        if ix.dtype == torch.bool:
-            if ix.shape != (len(self),):
-                raise ValueError(f"a bool idx must have shape ({len(self)},); got {describe(ix)}")
-            ix = ix.nonzero().flatten()
-        if ix.ndim != 1 or (ix.numel() and ix.is_floating_point()):
-            raise ValueError(f"idx must be a 1-D sequence of int indices or a bool mask; got {describe(ix)}")
-        ix = ix.long()
-        if ix.numel() and (int(ix.min()) < -len(self) or int(ix.max()) >= len(self)):
-            raise ValueError(f"idx out of range for a dataset of {len(self)} images")
-        out = object.__new__(type(self))
-        out.__dict__.update({k: v for k, v in self.__dict__.items()})
-        npi = ix.numpy()
-        out.images = self.images[ix]
-        out.labels = self.labels[ix]
-        out.masks = {k: v[ix] for k, v in self.masks.items()}
-        out.artifacts = self.artifacts.iloc[npi].reset_index(drop=True)
-        out.features = self.features.iloc[npi].reset_index(drop=True)
-        out.skin_tone = self.skin_tone[npi]
-        out.class_names = list(self.class_names)
-        out.bias = copy.deepcopy(self.bias)
-        out.spec = dict(self.spec, subset={"of": self.cache_key(), "index": content_hash(npi.astype(np.int64))})
-        return out
-
-    def split(self, test_fraction: float = 0.25, seed: int = 0, stratify: bool = True) -> tuple[SyntheticLesions, SyntheticLesions]:
-        """Random (stratified by label) split into (train, test) subsets."""
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
-        rng = np.random.default_rng(seed)
-        labels = self.labels.numpy()
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(self))]
-        test = []
-        for g in groups:
-            g = rng.permutation(g)
-            test.append(g[: int(round(test_fraction * len(g)))])
-        test_idx = np.sort(np.concatenate(test))
-        if len(test_idx) == 0 or len(test_idx) == len(self):
-            raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(self)} images")
-        train_idx = np.setdiff1d(np.arange(len(self)), test_idx)
-        return self.subset(train_idx), self.subset(test_idx)
 
 
 def reverse_bias(bias: dict | str) -> dict[str, tuple[float, float]]:
