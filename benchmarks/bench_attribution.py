@@ -144,6 +144,7 @@ def dataset_fn(model, X, T, b, folder: Path):
 
 def bench_model(name: str, px: int, b: int, n: int, n_single: int, repeats: int, dev: str,
                 notes: list[str], warmup: int = 1) -> list[dict]:
+    b = min(b, n)  # the batch never exceeds the images
     model = xb.models.make_model(name, num_classes=2, seed=0).eval().to(dev)
     g = torch.Generator().manual_seed(0)
     X = torch.rand(n, 3, px, px, generator=g)

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         r = runner.run(p, out, args.timeout)
         rows.append({"notebook": r["notebook"], "seconds": r["seconds"], "figures": r["figures"],
                      "status": "ok" if r["ok"] else "FAILED", "error": r["error"]})
+        print(f"  {rows[-1]['status']} in {r['seconds']:.0f} s" + (f": {r['error']}" if r["error"] else ""), flush=True)
     total = sum(r["seconds"] for r in rows)
     rows.append({"notebook": "total", "seconds": total, "figures": sum(r["figures"] for r in rows), "status": ""})
     summary = {"notebooks": len(paths), "total_s": round(total, 1), "budget_s": BUDGET_S,
