@@ -36,7 +36,7 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	XAIBIAS_FAST=$${XAIBIAS_FAST:-1} XAIBIAS_HEADLESS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
-		--nbval-lax --sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(NB_TIMEOUT) notebooks
+		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(NB_TIMEOUT) notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check xaibias tests tools benchmarks
