@@ -94,6 +94,18 @@ def _competitive_gxi(
     return _compete(contrib, t, sign)
 
 
+def _prepare(model: nn.Module, images: Any, target: Any, per_pixel: bool):
+    """Images on the model's device, per-class contributions (summed over channels when
+    ``per_pixel``), logits and the resolved (B,) target."""
+    x = as_images(images, allow_single=True).to(_model_device(model), _model_dtype(model))
+    tgt = None if target is None else resolve_target(target, len(x))
+    contrib, logits = class_contributions(model, x)
+    t = resolve_target(tgt, len(x), logits)
+    if per_pixel:
+        contrib = contrib.sum(dim=2)
+    return x, contrib, logits, t
+
+
 def competitive_gradient_x_input(
     model: nn.Module,
     images: Any,
@@ -128,12 +140,7 @@ def competitive_gradient_x_input(
         (N,H,W) (or (N,3,H,W) with ``pool=False``) float32 on the CPU.
     """
     _check_sign(sign)
-    x = as_images(images, allow_single=True).to(_model_device(model), _model_dtype(model))
-    tgt = None if target is None else resolve_target(target, len(x))
-    contrib, logits = class_contributions(model, x)
-    t = resolve_target(tgt, len(x), logits)
-    if per_pixel:
-        contrib = contrib.sum(dim=2)
+    x, contrib, logits, t = _prepare(model, images, target, per_pixel)
     rel = _compete(contrib, t, sign)
     if rel.ndim == 4 and pool:
         rel = rel.sum(dim=1)
@@ -165,12 +172,7 @@ def competitive_completeness(
         One row per image with the columns above.
     """
     _check_sign(sign)
-    x = as_images(images, allow_single=True).to(_model_device(model), _model_dtype(model))
-    tgt = None if target is None else resolve_target(target, len(x))
-    contrib, logits = class_contributions(model, x)
-    t = resolve_target(tgt, len(x), logits)
-    if per_pixel:
-        contrib = contrib.sum(dim=2)
+    x, contrib, logits, t = _prepare(model, images, target, per_pixel)
     with torch.no_grad():
         zero_logits = model(torch.zeros_like(x))
     k = contrib.shape[1]
