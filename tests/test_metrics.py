@@ -81,6 +81,26 @@ def test_rra_ties_use_expected_value():
     assert flipped == pytest.approx(got)
 
 
+def test_rra_small_and_large_masks_match_a_per_image_count():
+    # masks below half the image go through a partial top-k, larger ones through a full sort;
+    # both must give the plain count "how many of the K largest lie in the mask" (no ties here)
+    g = torch.Generator().manual_seed(3)
+    r = torch.randn(6, 8, 8, generator=g)
+    sizes = [1, 5, 20, 32, 40, 63]
+    masks = torch.zeros(6, 64, dtype=torch.bool)
+    for i, k in enumerate(sizes):
+        masks[i, torch.randperm(64, generator=g)[:k]] = True
+    masks = masks.view(6, 8, 8)
+    got = relevance_rank_accuracy(r, masks)
+    for i, k in enumerate(sizes):
+        top = r[i].flatten().argsort(descending=True)[:k]
+        expected = masks[i].flatten()[top].sum().item() / k
+        assert got[i].item() == pytest.approx(expected)
+    # one batch mixing both paths equals the images scored one by one
+    for i in range(6):
+        assert relevance_rank_accuracy(r[i:i + 1], masks[i:i + 1]).item() == pytest.approx(got[i].item())
+
+
 def test_enlarge_masks_hits_area_within_one_ring():
     g = torch.Generator().manual_seed(1)
     n, size = 12, 40
