@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=None, help="maps (default 1000; --quick: 8)")
     ap.add_argument("--aopc-n", type=int, default=None, help="maps for the AOPC row (default: --n)")
-    ap.add_argument("--batch", type=int, default=256, help="images per forward pass in AOPC")
+    ap.add_argument("--batch", type=int, default=64,
+                    help="images per forward pass in AOPC (default 64: Quantus perturbs one region of every "
+                         "image per pass, so with 64 maps its passes hold 64 images too)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; --quick: 1)")
     args = ap.parse_args(argv)
