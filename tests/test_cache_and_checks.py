@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,13 @@ def test_content_hash_of_a_state_dict_with_scalar_tensors():
     assert content_hash(sd) == content_hash(torch.nn.BatchNorm2d(2).state_dict())
     sd["num_batches_tracked"] += 1
     assert content_hash(sd) != content_hash(torch.nn.BatchNorm2d(2).state_dict())
+
+
+def test_read_only_arrays_are_copied_not_shared():
+    a = np.arange(4)
+    a.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it is handed a non-writable array
+        t = as_labels(a)
+    t[0] = 7
+    assert a[0] == 0 and t.tolist() == [7, 1, 2, 3]

@@ -26,7 +26,8 @@ def _to_tensor(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        # torch shares the memory; a read-only array (a pandas view, a broadcast) is copied first
+        return torch.from_numpy(np.ascontiguousarray(x) if x.flags.writeable else np.array(x))
     raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {describe(x)}")
 
 

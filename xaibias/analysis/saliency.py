@@ -201,8 +201,6 @@ def _values_and_labels(values: Any, labels: Any, vname: str = "values") -> tuple
     v = _as_values(values, vname)
     if isinstance(labels, (pd.Series, pd.Index)):
         labels = labels.to_numpy()
-    if isinstance(labels, np.ndarray):
-        labels = np.array(labels)  # a writable copy (pandas may hand out read-only views)
     lab = as_labels(labels, name="labels").numpy()
     if len(lab) != len(v):
         if isinstance(values, pd.Series) and len(values) and pd.api.types.is_integer_dtype(values.index):
