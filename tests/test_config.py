@@ -7,18 +7,32 @@ from xaibias import config
 
 
 @pytest.mark.parametrize(
-    "env, expected",
+    "env, cuda, expected",
     [
-        ({}, False),
-        ({"CI": "true"}, True),
-        ({"XAIBIAS_FAST": "1"}, True),
-        ({"XAIBIAS_FAST": "yes"}, True),
-        ({"XAIBIAS_FAST": "0", "CI": "true"}, False),
-        ({"CI": ""}, False),
+        ({}, True, False),            # a GPU and nothing set: the paper-scale setting
+        ({}, False, True),            # a laptop or CPU Colab: FAST without knowing the switch
+        ({"CI": "true"}, True, True),
+        ({"XAIBIAS_FAST": "1"}, True, True),
+        ({"XAIBIAS_FAST": "yes"}, True, True),
+        ({"XAIBIAS_FAST": "0", "CI": "true"}, False, False),  # the variable always wins
+        ({"XAIBIAS_FAST": "off"}, False, False),
+        ({"CI": ""}, True, False),
     ],
 )
-def test_fast_flag_reads_environment(env, expected):
-    assert config.is_fast(env) is expected
+def test_fast_flag_reads_environment(env, cuda, expected):
+    assert config.is_fast(env, cuda=cuda) is expected
+
+
+def test_fast_default_on_this_machine_follows_cuda():
+    assert config.is_fast({}) is (not torch.cuda.is_available())
+
+
+def test_seed_reads_environment():
+    assert config.read_seed({}) == 0
+    assert config.read_seed({"XAIBIAS_SEED": " 7 "}) == 7
+    for bad in ("-1", "two", "1.5"):
+        with pytest.raises(ValueError, match="XAIBIAS_SEED must be a non-negative integer"):
+            config.read_seed({"XAIBIAS_SEED": bad})
 
 
 def test_fast_flag_rejects_garbage():

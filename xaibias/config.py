@@ -2,10 +2,13 @@
 
 This module is a leaf: it imports nothing from the rest of :mod:`xaibias`.
 
-``FAST`` is true when the environment variable ``XAIBIAS_FAST`` is ``1`` (or ``true``/``yes``) or
-when ``CI`` is set to anything non-empty. In FAST mode the notebooks use small datasets and few
-epochs so that each runs in a few minutes on two CPU cores; without it they run the paper-scale
-setting. ``XAIBIAS_FAST=0`` switches FAST off even when ``CI`` is set.
+``FAST`` follows ``XAIBIAS_FAST`` when it is set (``1``/``true``/``yes``/``on`` or
+``0``/``false``/``no``/``off``; it always wins). When it is unset, FAST is on under CI (``CI`` set to
+anything non-empty) and on any machine without a CUDA GPU, so a student on a laptop or a CPU Colab
+gets the few-minute setting without knowing the switch; with a GPU the paper-scale setting runs.
+
+``SEED`` is ``XAIBIAS_SEED`` (default 0). Every notebook's settings cell reads it, so any notebook
+can be rerun at another seed without editing it (``tools/check_margins.py`` does that).
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-__all__ = ["FAST", "is_fast", "device", "seed_everything", "cache_dir", "data_dir", "pick"]
+__all__ = ["FAST", "SEED", "is_fast", "read_seed", "device", "seed_everything", "cache_dir", "data_dir", "pick"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def is_fast(environ: dict[str, str] | None = None) -> bool:
-    """Return whether FAST mode is on for the given environment (default: ``os.environ``)."""
+def is_fast(environ: dict[str, str] | None = None, cuda: bool | None = None) -> bool:
+    """Return whether FAST mode is on for the given environment (default: ``os.environ``).
+
+    ``cuda`` says whether a CUDA GPU is present (default: ``torch.cuda.is_available()``); it only
+    matters when neither ``XAIBIAS_FAST`` nor ``CI`` decides.
+    """
     env = os.environ if environ is None else environ
     flag = env.get("XAIBIAS_FAST", "").strip().lower()
     if flag in _TRUE:
@@ -33,13 +41,34 @@ def is_fast(environ: dict[str, str] | None = None) -> bool:
         return False
     if flag:
         raise ValueError(f"XAIBIAS_FAST must be one of 1/0/true/false/yes/no/on/off; got {flag!r}")
-    return bool(env.get("CI", "").strip())
+    if env.get("CI", "").strip():
+        return True
+    return not (torch.cuda.is_available() if cuda is None else cuda)
+
+
+def read_seed(environ: dict[str, str] | None = None) -> int:
+    """Return ``XAIBIAS_SEED`` as a non-negative int (default 0); anything else is a clear error."""
+    env = os.environ if environ is None else environ
+    raw = env.get("XAIBIAS_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        seed = int(raw)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ValueError(f"XAIBIAS_SEED must be a non-negative integer; got {raw!r}")
+    return seed
 
 
 FAST: bool = is_fast()
+SEED: int = read_seed()
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
-def pick(fast, full):
+def pick(fast: T, full: U) -> T | U:
     """Return ``fast`` in FAST mode and ``full`` otherwise (reads ``FAST`` at call time)."""
     return fast if FAST else full
 

@@ -17,15 +17,25 @@ __all__ = ["explorer", "is_headless", "default_value"]
 
 
 def is_headless() -> bool:
-    """True when no interactive frontend is expected: ``XAIBIAS_HEADLESS=1``, FAST mode or CI."""
-    from . import config
+    """True when no one is there to move a widget: ``XAIBIAS_HEADLESS=1``, ``CI``, or no frontend.
 
+    ``XAIBIAS_HEADLESS=0`` forces live widgets. FAST mode plays no part: a student on a laptop runs
+    FAST and still gets live explorers. "No frontend" means no IPython kernel (a plain script);
+    executed notebooks (nbval, ``make notebooks``) set ``XAIBIAS_HEADLESS=1``.
+    """
     flag = os.environ.get("XAIBIAS_HEADLESS", "").strip().lower()
-    if flag in ("1", "true", "yes"):
+    if flag in ("1", "true", "yes", "on"):
         return True
-    if flag in ("0", "false", "no"):
+    if flag in ("0", "false", "no", "off"):
         return False
-    return bool(config.FAST or os.environ.get("CI"))
+    if os.environ.get("CI", "").strip():
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the lab extra
+        return True
+    shell = get_ipython()
+    return shell is None or getattr(shell, "kernel", None) is None
 
 
 def default_value(choice: Any) -> Any:
