@@ -113,3 +113,51 @@ def test_last_conv_layer():
     assert models.last_conv_layer(models.make_model("small_vgg")) == "features.14"
     with pytest.raises(ValueError, match="has no Conv2d layer"):
         models.last_conv_layer(torch.nn.Linear(2, 2))
+
+
+def test_cache_key_follows_the_training_code(tmp_path, monkeypatch):
+    # a copy of the package sources: editing a file in TRAINING_CODE changes the digest, editing a
+    # file outside it (plotting) does not, and a missing part is an error, not a constant key
+    import shutil
+
+    from xaibias import _cache
+
+    src = tmp_path / "pkg"
+    shutil.copytree(_cache.PACKAGE_ROOT, src, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _cache.source_hash(*models.TRAINING_CODE, root=src)
+    assert before == _cache.source_hash(*models.TRAINING_CODE, root=src)
+    (src / "viz.py").write_text((src / "viz.py").read_text() + "\n# a comment\n")
+    assert _cache.source_hash(*models.TRAINING_CODE, root=src) == before
+    painter = src / "data" / "artifacts.py"
+    painter.write_text(painter.read_text() + "\n# a painter changed\n")
+    assert _cache.source_hash(*models.TRAINING_CODE, root=src) != before
+    with pytest.raises(FileNotFoundError, match="neither a file nor a folder"):
+        _cache.source_hash("no_such_module.py", root=src)
+
+    # and fit_or_load: a model cached under one code version is not loaded under another
+    x, y = _toy(n=32)
+    models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    monkeypatch.setattr(models, "training_code_version", lambda: "another-version")
+    calls = []
+    real_train = models.train
+    monkeypatch.setattr(models, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    models.fit_or_load("small_vgg", (x, y), epochs=1, batch_size=16, progress=False)
+    assert calls == [1]
+    assert len(list(xb.config.cache_dir("models").glob("small_vgg-*.pt"))) == 2
+
+
+def test_readme_example_learns_the_frame():
+    # the README's first example, as written there; the model must lean on the frame
+    import numpy as np
+
+    ds = xb.data.SyntheticLesions(n=2000, size=64, bias={"frame": (0.8, 0.1)}, seed=0)
+    train, test = ds.split(test_fraction=0.25, seed=0)
+    model = xb.models.fit_or_load("small_vgg", train, epochs=5, seed=0, progress=False)
+    reversed_set = xb.data.SyntheticLesions(n=500, size=64, bias=xb.data.reverse_bias({"frame": (0.8, 0.1)}), seed=1)
+    same = xb.models.evaluate(model, test)["accuracy"]
+    rev = xb.models.evaluate(model, reversed_set)["accuracy"]
+    assert same >= 0.8 and same - rev >= 0.2, (same, rev)
+    benign = test.subset(np.where((test.labels.numpy() == 0) & ~test.artifacts["frame"].values)[0])
+    framed, _ = xb.data.insert_artifact(benign.images, "frame", seed=0)
+    shift = (xb.models.predict_proba(model, framed)[:, 1] - xb.models.predict_proba(model, benign.images)[:, 1]).mean()
+    assert shift >= 0.25, f"a pasted frame moved P(malignant) by only {shift:.3f}"

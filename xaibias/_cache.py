@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_save", "safe_load", "content_hash"]
+__all__ = ["atomic_save", "safe_load", "content_hash", "source_hash"]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -79,4 +79,31 @@ def content_hash(*objs: Any, length: int = 16) -> str:
     h = hashlib.sha256()
     for obj in objs:
         _update(h, obj)
+    return h.hexdigest()[:length]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def source_hash(*parts: str, root: str | os.PathLike | None = None, length: int = 16) -> str:
+    """A digest of the source files that make a cached result, so the cache follows the code.
+
+    Each part is a ``.py`` file or a folder (all ``.py`` files below it, in sorted order) relative
+    to ``root`` (default: the :mod:`xaibias` package folder). Paths and bytes both enter the
+    digest; a part that does not exist is an error rather than a silently constant key.
+    """
+    base = Path(root) if root is not None else PACKAGE_ROOT
+    h = hashlib.sha256()
+    for part in parts:
+        path = base / part
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*.py") if "__pycache__" not in f.parts)
+        elif path.is_file():
+            files = [path]
+        else:
+            raise FileNotFoundError(f"source_hash: {path} is neither a file nor a folder")
+        for f in files:
+            h.update(f.relative_to(base).as_posix().encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest()[:length]

@@ -35,7 +35,7 @@ from torchvision.models.resnet import BasicBlock
 from tqdm.auto import tqdm
 
 from . import config
-from ._cache import atomic_save, content_hash, safe_load
+from ._cache import atomic_save, content_hash, safe_load, source_hash
 from ._checks import as_images, as_labels, describe
 
 __all__ = [
@@ -376,6 +376,17 @@ def _mitigation_hooks(mitigation: str | None, train_set: Any, options: dict) -> 
     return prepare(mitigation, train_set, **options)
 
 
+# The code that decides what a trained model is: architectures and the training loop, the input
+# checks, the data generators (a change to a painter changes the training images) and the
+# mitigations that prepare data and losses. A change to any of them gives new cache keys.
+TRAINING_CODE = ("models.py", "_checks.py", "_cache.py", "data", "mitigation")
+
+
+def training_code_version() -> str:
+    """Digest of :data:`TRAINING_CODE` and the torch version, part of every :func:`fit_or_load` key."""
+    return f"{source_hash(*TRAINING_CODE)}-torch{torch.__version__}"
+
+
 def fit_or_load(
     name: str,
     train_set: Any,
@@ -397,8 +408,9 @@ def fit_or_load(
     """Train ``name`` on ``train_set`` once; later calls with the same inputs load the cached weights.
 
     The cache key hashes the training data (``train_set.cache_key()`` when present, else the image
-    and label bytes), the model name, every hyper-parameter, the mitigation and its options, and
-    ``augment_key`` (a string naming the augmentation; a custom ``augment`` callable without an
+    and label bytes), the model name, every hyper-parameter, the mitigation and its options,
+    :func:`training_code_version` (the source of the code that makes a model, and the torch
+    version: a model trained by older code is never loaded), and ``augment_key`` (a string naming the augmentation; a custom ``augment`` callable without an
     ``augment_key`` disables caching, since a function cannot be hashed reliably).
 
     Returns the model in eval mode on ``device`` (default :func:`xaibias.config.device`).
@@ -411,7 +423,7 @@ def fit_or_load(
     options = dict(mitigation_options or {})
     key = content_hash(
         dataset_key(train_set), name, classes, epochs, seed, lr, batch_size, pretrained, class_balance,
-        augment_key, mitigation, options, "v1",
+        augment_key, mitigation, options, training_code_version(),
     )
     path = config.cache_dir("models") / f"{name}-{key}.pt"
     use_cache = cache and (augment is None or augment_key is not None)
