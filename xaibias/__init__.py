@@ -1,7 +1,7 @@
 """xaibias: detecting and reducing dataset bias with explainable AI.
 
 A thin helper package behind the notebooks in ``notebooks/``. Import it as ``import xaibias as xb``;
-the sub-modules are ``config``, ``data``, ``models``, ``explain``, ``analysis``, ``mitigation``,
+the sub-modules are ``config``, ``findings``, ``data``, ``models``, ``explain``, ``analysis``, ``mitigation``,
 ``viz`` and ``widgets``. Dependencies run one way: ``config`` is a leaf; ``data``, ``models`` and
 ``explain`` use only ``config``; ``analysis`` uses those three; ``viz`` and ``widgets`` sit on top.
 """
@@ -11,6 +11,7 @@ from . import (
     config,  # noqa: F401
     data,  # noqa: F401
     explain,  # noqa: F401
+    findings,  # noqa: F401
     mitigation,  # noqa: F401
     models,  # noqa: F401
 )

@@ -15,3 +15,4 @@ from .report import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
 from .saliency import *  # noqa: F401,F403
 from .spray import *  # noqa: F401,F403
+from .stats import *  # noqa: F401,F403

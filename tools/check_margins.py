@@ -1,0 +1,187 @@
+"""Run the notebooks' closing checks over seeds and torch thread counts; write the margins table.
+
+Usage:
+    python tools/check_margins.py [--seeds 0-4] [--threads 1 2] [--out build/margins]
+                                  [--table benchmarks/margins.md] [notebooks/0X_....ipynb ...]
+
+Each (notebook, seed, threads) run executes the whole notebook in FAST mode in a fresh kernel with
+an empty model cache of its own (as a new user would), ``XAIBIAS_SEED`` set to the seed and
+``OMP_NUM_THREADS`` to the thread count. Every :func:`xaibias.findings.check` and
+:func:`~xaibias.findings.observe` of the run is appended to ``<out>/<notebook>-s<seed>-t<threads>.jsonl``.
+A run whose file ends with its ``done`` line is not repeated (delete the file to rerun it).
+
+The table lists, per notebook and quantity, the bound, the smallest and largest value over the
+runs, the smallest margin and how many runs passed; observations (not asserted) show their range.
+Runs with one thread go two at a time on a 2-core machine (``--jobs``); two-thread runs go alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-", 1)
+            seeds.extend(range(int(a), int(b) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds must name non-negative seeds such as 0-4 or 0,2,5; got {text!r}")
+    return seeds
+
+
+def run_one(nb: Path, seed: int, threads: int, out: Path, timeout: int) -> dict:
+    """Execute ``nb`` once; return a summary row. Findings go to the run's JSONL file."""
+    findings = out / f"{nb.stem}-s{seed}-t{threads}.jsonl"
+    if findings.is_file() and findings.read_text().rstrip().endswith('"done"}'):
+        return {"notebook": nb.stem, "seed": seed, "threads": threads, "ok": True, "seconds": None,
+                "reused": True}
+    findings.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="xaibias-margins-") as cache:
+        env = dict(os.environ, XAIBIAS_FAST="1", XAIBIAS_HEADLESS="1", XAIBIAS_SEED=str(seed),
+                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), XAIBIAS_CACHE=cache,
+                   XAIBIAS_FINDINGS=str(findings), XAIBIAS_NOTEBOOK=nb.stem, MPLBACKEND="Agg")
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "run_notebooks.py"), "--out", str(out / "executed"
+             / f"s{seed}-t{threads}"), "--timeout", str(timeout), str(nb)],
+            env=env, capture_output=True, text=True,
+        )
+        seconds = time.perf_counter() - start
+    ok = proc.returncode == 0
+    error = "" if ok else (proc.stdout.strip().splitlines() or ["?"])[-3:]
+    with open(findings, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "run", "ok": ok, "seconds": round(seconds, 1), "error": error,
+                             "status": "done"}) + "\n")
+    return {"notebook": nb.stem, "seed": seed, "threads": threads, "ok": ok, "seconds": round(seconds, 1),
+            "error": error}
+
+
+def load_findings(out: Path) -> list[dict]:
+    """All finding rows of all runs in ``out`` (run rows excluded), with the run's file name."""
+    rows = []
+    for f in sorted(out.glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("kind") in ("check", "observation"):
+                row["run"] = f.stem
+                row["notebook"] = row.get("notebook") or f.stem.rsplit("-s", 1)[0]
+                rows.append(row)
+    return rows
+
+
+def load_runs(out: Path) -> list[dict]:
+    runs = []
+    for f in sorted(out.glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            if line.strip() and json.loads(line).get("kind") == "run":
+                row = json.loads(line)
+                row["run"] = f.stem
+                runs.append(row)
+    return runs
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return ""
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def margins_table(rows: list[dict], runs: list[dict]) -> str:
+    """The Markdown margins table of ``rows`` (finding dicts) over ``runs`` (run summary dicts)."""
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    order: list[tuple] = []
+    for r in rows:
+        key = (r["notebook"], r["kind"], r["name"], r.get("op"), r.get("bound"))
+        if key not in by_key:
+            order.append(key)
+        by_key[key].append(r)
+    runs_per_nb: dict[str, set] = defaultdict(set)
+    failed_runs: dict[str, list] = defaultdict(list)
+    for run in runs:
+        nb = run["run"].rsplit("-s", 1)[0]
+        runs_per_nb[nb].add(run["run"])
+        if not run.get("ok"):
+            failed_runs[nb].append(run["run"])
+    lines = ["| notebook | finding | asserted | min | max | smallest margin | runs passed |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key in sorted(order, key=lambda k: (k[0], k[1] != "check", order.index(k))):
+        nb, kind, name, op, bound = key
+        vals = by_key[key]
+        total = len(runs_per_nb.get(nb, ())) or len(vals)
+        lo = min(v["value"] for v in vals)
+        hi = max(v["value"] for v in vals)
+        if kind == "check":
+            margin = min(v["margin"] for v in vals)
+            passed = sum(bool(v["passed"]) for v in vals)
+            lines.append(f"| {nb} | {name} | {op} {_fmt(bound)} | {_fmt(lo)} | {_fmt(hi)} | {_fmt(margin)} | "
+                         f"{passed}/{total} |")
+        else:
+            lines.append(f"| {nb} | {name} | observed, not asserted | {_fmt(lo)} | {_fmt(hi)} | | {len(vals)} runs |")
+    for nb, bad in sorted(failed_runs.items()):
+        lines.append(f"| {nb} | **runs that did not finish** | | | | | {', '.join(bad)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="*", type=Path)
+    ap.add_argument("--seeds", default="0-4", type=parse_seeds)
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs at a time (default: cores // threads, at least 1)")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "margins")
+    ap.add_argument("--table", type=Path, default=None, help="write the Markdown table here as well")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not args.table_only:
+        cores = os.cpu_count() or 1
+        for threads in args.threads:
+            jobs = args.jobs or max(1, cores // threads)
+            todo = [(nb, s, threads) for nb in paths for s in args.seeds]
+            print(f"{len(todo)} run(s) with {threads} thread(s), {jobs} at a time", flush=True)
+            with ThreadPoolExecutor(jobs) as pool:
+                for row in pool.map(lambda t: run_one(*t, args.out, args.timeout), todo):
+                    state = "reused" if row.get("reused") else ("ok" if row["ok"] else "FAILED")
+                    secs = "" if row["seconds"] is None else f" in {row['seconds']:.0f} s"
+                    print(f"  {row['notebook']} seed {row['seed']} threads {threads}: {state}{secs}", flush=True)
+                    if row.get("error"):
+                        print("    " + "\n    ".join(row["error"]), flush=True)
+    table = margins_table(load_findings(args.out), load_runs(args.out))
+    print("\n" + table)
+    if args.table:
+        args.table.write_text(
+            "# Margins of the notebooks' findings\n\n"
+            "Written by `python tools/check_margins.py --seeds "
+            f"{','.join(map(str, args.seeds))} --threads {' '.join(map(str, args.threads))} --table {args.table}` "
+            "(FAST mode, an empty model cache per run). *min*/*max*: the measured value over all runs; "
+            "*smallest margin*: how far the worst run's tested value (the near end of its interval, where "
+            "the check uses one) clears the bound.\n\n" + table)
+    fails = [r for r in load_findings(args.out) if r["kind"] == "check" and not r["passed"]]
+    bad_runs = [r for r in load_runs(args.out) if not r.get("ok")]
+    return 0 if not fails and not bad_runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
