@@ -91,3 +91,56 @@ def test_bad_inputs_are_clear_errors():
         cluster_agreement(LABELS + 0.5, ARTIFACTS)
     with pytest.raises(ValueError, match="artifacts has no columns"):
         cluster_agreement(LABELS, pd.DataFrame(index=range(10)))
+
+
+# ---------------------------------------------------------------- trivial baselines
+from xaibias.analysis import agreement_baselines, pair_split_rate  # noqa: E402
+
+
+def test_one_cluster_baseline_is_two_p_over_one_plus_p():
+    # 89 % framed: one all-in-one cluster already scores 2 * 0.89 / 1.89 = 0.942
+    flags = pd.DataFrame({"frame": [True] * 89 + [False] * 11})
+    base = agreement_baselines(np.zeros(100, int), flags)
+    assert base.loc["frame", "share"] == pytest.approx(0.89)
+    assert base.loc["frame", "f1_one_cluster"] == pytest.approx(2 * 0.89 / 1.89)
+    # with a single cluster, shuffling changes nothing: random = one cluster
+    assert base.loc["frame", "f1_random"] == pytest.approx(2 * 0.89 / 1.89)
+    # and the one-cluster F1 is exactly what cluster_agreement gives that clustering
+    assert cluster_agreement(np.zeros(100, int), flags).loc[0, "f1"] == pytest.approx(2 * 0.89 / 1.89)
+
+
+def test_random_baseline_keeps_cluster_sizes_and_sits_below_a_perfect_split():
+    # 40 framed, 60 clean; a perfect 2-cluster split scores 1, random labels of sizes 40/60 far less
+    flags = pd.DataFrame({"frame": [True] * 40 + [False] * 60, "ink": [False] * 100})
+    labels = np.array([1] * 40 + [0] * 60)
+    base = agreement_baselines(labels, flags, n_random=300, seed=1)
+    # expected hits of the size-40 cluster under shuffling: 40 * 0.4 = 16 -> F1 = 32 / 80 = 0.4;
+    # the size-60 cluster: 24 hits -> F1 = 48 / 100 = 0.48; the best of the two is about 0.48-0.5
+    assert 0.45 < base.loc["frame", "f1_random"] < 0.56
+    assert base.loc["frame", "f1_random"] <= base.loc["frame", "f1_random_high"] < 0.65
+    assert base.loc["frame", "f1_one_cluster"] == pytest.approx(0.8 / 1.4)
+    assert base.loc["ink"].tolist() == [0.0] * 4  # nobody has ink: zeros, no NaN
+    assert cluster_agreement(labels, flags).loc[0, "f1"] == 1.0
+    # same seed, same numbers
+    again = agreement_baselines(labels, flags, n_random=300, seed=1)
+    pd.testing.assert_frame_equal(base, again)
+
+
+def test_baseline_bad_inputs():
+    with pytest.raises(ValueError, match="n_random"):
+        agreement_baselines(LABELS, ARTIFACTS, n_random=0)
+    with pytest.raises(ValueError, match="mismatched N"):
+        agreement_baselines(LABELS[:5], ARTIFACTS)
+
+
+def test_pair_split_rate_and_its_chance_rate():
+    # pairs (0,0) (0,1) (1,1) (1,1): one of four split; pooled shares 3/8 and 5/8
+    split, chance = pair_split_rate([0, 0, 1, 1], [0, 1, 1, 1])
+    assert split == 0.25
+    assert chance == pytest.approx(1 - (3 / 8) ** 2 - (5 / 8) ** 2)
+    # partners always apart in two equal clusters: split 1, chance 1/2
+    assert pair_split_rate(np.array([0, 0, 0]), np.array([1, 1, 1])) == (1.0, 0.5)
+    # one cluster: nothing can split
+    assert pair_split_rate(torch.zeros(4, dtype=torch.long), [0, 0, 0, 0]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="mismatched N"):
+        pair_split_rate([0, 1], [0, 1, 1])

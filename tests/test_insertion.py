@@ -153,3 +153,56 @@ def test_notebook_real_isic_path_end_to_end(isic_sample, tmp_path):
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     assert "real path ok" in nb.cells[-1].outputs[0]["text"]
+
+
+# ---------------------------------------------------------------- insertion_ratio
+def _per_image_table(frame_changes, ruler_changes, skipped_frame=None):
+    rows = []
+    for a, ch in (("frame", frame_changes), ("ruler", ruler_changes)):
+        for i, c in enumerate(ch):
+            skip = bool(skipped_frame[i]) if (a == "frame" and skipped_frame is not None) else False
+            rows.append({"index": i, "artifact": a, "true_class": "benign" if i % 2 == 0 else "malignant",
+                         "change_pp": float(c), "skipped": skip})
+    return pd.DataFrame(rows)
+
+
+def test_insertion_ratio_matches_the_table_and_its_interval_covers_it():
+    from xaibias.analysis import insertion_ratio
+
+    images = _bright_images(n=16)
+    labels = torch.tensor([0, 1] * 8)
+    table, per = bias_insertion(CornerModel(), images, labels, artifacts=("frame", "ruler"), seed=0,
+                                class_names=["benign", "malignant"], return_per_image=True, progress=False)
+    t = table.set_index(["artifact", "true_class"])
+    value, low, high = insertion_ratio(per, "frame", "ruler", true_class="benign", n_boot=500)
+    # the point value is the table's mean change over the reference's mean absolute change
+    expected = t.loc[("frame", "benign"), "mean_change_pp"] / t.loc[("ruler", "benign"), "mean_abs_change_pp"]
+    assert value == pytest.approx(expected)
+    assert low <= value <= high
+    assert low > 3  # the corner model reads frames, barely rulers
+
+
+def test_insertion_ratio_uses_absolute_reference_changes_and_skips():
+    from xaibias.analysis import insertion_ratio
+
+    # ruler changes +2 / -2 cancel in the mean; the ratio must use |change| = 2, not 0
+    per = _per_image_table([40, 10, 40, 10, 40, 10, 1000, 10], [2, 0, -2, 0, 2, 0, -2, 0],
+                           skipped_frame=[0, 0, 0, 0, 0, 0, 1, 0])
+    value, low, high = insertion_ratio(per, "frame", "ruler", true_class="benign", n_boot=300)
+    assert value == pytest.approx(40 / 2)  # the skipped image (1000 pp) does not count
+    assert low == pytest.approx(20) and high == pytest.approx(20)  # no spread: every draw gives 40 / 2
+    # all classes together: frame mean (40*3 + 10*4) / 7, ruler mean |change| 1
+    value_all, _, _ = insertion_ratio(per, "frame", "ruler", n_boot=300)
+    assert value_all == pytest.approx((120 + 40) / 7 / 1.0)
+
+
+def test_insertion_ratio_bad_inputs():
+    from xaibias.analysis import insertion_ratio
+
+    per = _per_image_table([5, 5, 5, 5], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="changed no score"):
+        insertion_ratio(per, "frame", "ruler")
+    with pytest.raises(ValueError, match="'red_circle' has 0 inserted"):
+        insertion_ratio(per, "red_circle", "frame")
+    with pytest.raises(ValueError, match="per_image must be"):
+        insertion_ratio(per.drop(columns="skipped"), "frame", "ruler")

@@ -18,19 +18,34 @@ Examples
 --------
 >>> gb = GEBI(n_clusters=4, image_weight=1.0, random_state=0).fit(R, images)   # doctest: +SKIP
 >>> gb.predict(R_new, images_new)                                                # doctest: +SKIP
+>>> spray_vs_gebi(R, images, ds.artifacts[["frame"]], ks=(2, 4), random_state=0)  # doctest: +SKIP
+
+:func:`spray_vs_gebi` is the comparison notebook 02 runs once per seed (and
+``tools/spray_vs_gebi_seeds.py`` over any seeds): fit both methods on the same maps, score each
+clustering against the known artifacts, and put the trivial baselines of
+:func:`xaibias.analysis.agreement_baselines` beside every F1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .._checks import as_images, as_relevance, check_same_n
-from .spray import _Reducer, _SpectralBase
+from .agreement import _as_artifact_frame, agreement_baselines, cluster_agreement
+from .spray import SpRAy, _Reducer, _SpectralBase
 
-__all__ = ["GEBI"]
+__all__ = ["GEBI", "spray_vs_gebi", "SPRAY_VS_GEBI_COLUMNS"]
+
+#: Columns of the table returned by :func:`spray_vs_gebi`.
+SPRAY_VS_GEBI_COLUMNS = (
+    "method", "k", "artifact", "f1", "precision", "recall", "ari",
+    "f1_one_cluster", "f1_random", "f1_random_high", "eigengap_k", "n",
+)
 
 
 class GEBI(_SpectralBase):
@@ -120,3 +135,75 @@ class GEBI(_SpectralBase):
         if fitting:
             self.__dict__.pop("_reducers", None)
         return {"relevance": R, "images": X}
+
+
+def spray_vs_gebi(
+    relevance: Any,
+    images: Any,
+    artifacts: Any,
+    *,
+    ks: Sequence[int] = (2, 4),
+    n_neighbors: int = 10,
+    image_weight: float = 1.0,
+    random_state: int | None = 0,
+    n_random: int = 200,
+) -> pd.DataFrame:
+    """Cluster the same maps with SpRAy and GEBI and score both against known artifacts.
+
+    Both estimators are fitted once (``random_state`` for PCA, ARPACK and k-means); each ``k`` in
+    ``ks`` is read from the same spectral embedding (:meth:`~xaibias.analysis.SpRAy.labels_for`).
+    Every F1 comes with the F1 of one all-in-one cluster and of random clusterings with the same
+    cluster sizes (:func:`~xaibias.analysis.agreement_baselines`), since a high share of images
+    with the artifact makes a high F1 cheap.
+
+    Parameters
+    ----------
+    relevance : (N,H,W) or (N,C,H,W)
+        Relevance maps.
+    images : (N,3,H,W) in [0,1]
+        The explained images (GEBI's image part).
+    artifacts : DataFrame, Series, dict or array
+        Known artifact flags (as in :func:`~xaibias.analysis.cluster_agreement`); every column is scored.
+    ks : sequence of int
+        Numbers of clusters to score.
+    n_neighbors : int
+        Neighbours in the kNN graph (capped at N - 1 for tiny sets).
+    image_weight : float
+        GEBI's weight of the image part.
+    random_state : int or None
+        Seed of both estimators.
+    n_random : int
+        Shuffles for the random-clustering baseline (seeded by ``random_state``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method (``"SpRAy"``, ``"GEBI"``), ``k`` and artifact, columns
+        :data:`SPRAY_VS_GEBI_COLUMNS`: the best cluster's ``f1``, ``precision``, ``recall``, the
+        ``ari`` of the artifact split, the baselines ``f1_one_cluster``, ``f1_random``,
+        ``f1_random_high``, the method's eigengap suggestion ``eigengap_k`` and ``n`` maps.
+    """
+    ks = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive ints such as (2, 4); got {ks!r}")
+    R = as_relevance(relevance, "relevance")
+    n = len(R)
+    art = _as_artifact_frame(artifacts, n)
+    nn = min(int(n_neighbors), n - 1)
+    estimators = {
+        "SpRAy": SpRAy(n_clusters=ks[0], n_neighbors=nn, random_state=random_state),
+        "GEBI": GEBI(n_clusters=ks[0], image_weight=image_weight, n_neighbors=nn, random_state=random_state),
+    }
+    rows = []
+    for method, est in estimators.items():
+        est.fit(R, images)
+        gap = est.suggest_n_clusters()
+        for k in ks:
+            labels = est.labels_for(int(k))
+            agree = cluster_agreement(labels, art).set_index("artifact")
+            base = agreement_baselines(labels, art, n_random=n_random,
+                                       seed=0 if random_state is None else int(random_state))
+            for a in art.columns:
+                rows.append([method, int(k), a, *agree.loc[a, ["f1", "precision", "recall", "ari"]].astype(float),
+                             *base.loc[a, ["f1_one_cluster", "f1_random", "f1_random_high"]].astype(float), gap, n])
+    return pd.DataFrame(rows, columns=list(SPRAY_VS_GEBI_COLUMNS))

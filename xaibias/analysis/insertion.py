@@ -18,6 +18,9 @@ red circle     2.27 / 15.51     1.50 / 12.78
 =============  ===============  ===============
 
 and about 22 % of the benign images were classified malignant after a frame was added.
+
+:func:`insertion_ratio` turns "the frame moves predictions several times more than a ruler" into a
+number with a bootstrap interval over images, from the per-image table of :func:`bias_insertion`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .._checks import as_images, as_labels, as_masks, describe
 
-__all__ = ["bias_insertion", "INSERTION_COLUMNS", "GEBI_TABLE1"]
+__all__ = ["bias_insertion", "insertion_ratio", "INSERTION_COLUMNS", "GEBI_TABLE1"]
 
 #: Columns of the table returned by :func:`bias_insertion` (GEBI Table 1 layout plus extras).
 INSERTION_COLUMNS = (
@@ -214,3 +217,63 @@ def bias_insertion(
     if return_per_image:
         return table, pd.concat(per, ignore_index=True)
     return table
+
+
+def insertion_ratio(
+    per_image: pd.DataFrame,
+    artifact: str,
+    reference: str,
+    true_class: Any = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """How many times more one pasted artifact moves the score than another, with an interval.
+
+    The ratio is ``mean(change_pp of artifact) / mean(|change_pp| of reference)``: the signed mean
+    change of ``artifact`` (as ``mean_change_pp`` in the table) over the mean *absolute* change of
+    ``reference`` (``mean_abs_change_pp``), so a reference that moves scores both ways is not
+    credited with cancelling itself. Each artifact's images are those it was inserted into (rows
+    with ``skipped`` False) of class ``true_class``; the two samples are resampled independently
+    (percentile bootstrap over images, :func:`xaibias.analysis.bootstrap_ci`).
+
+    Parameters
+    ----------
+    per_image : pandas.DataFrame
+        The per-image table of ``bias_insertion(..., return_per_image=True)``.
+    artifact, reference : str
+        Artifacts in ``per_image["artifact"]`` (for example ``"frame"`` and ``"ruler"``).
+    true_class : optional
+        Keep only images of this ``true_class`` (for example ``"benign"``); None keeps all.
+    n_boot, level, seed
+        As in :func:`xaibias.analysis.bootstrap_ci`.
+
+    Returns
+    -------
+    (value, low, high) : tuple of float
+    """
+    from .stats import bootstrap_ci
+
+    need = {"artifact", "true_class", "change_pp", "skipped"}
+    if not isinstance(per_image, pd.DataFrame) or not need <= set(per_image.columns):
+        raise ValueError(
+            "per_image must be the per-image table of bias_insertion(..., return_per_image=True) with columns "
+            f"{sorted(need)}; got {describe(per_image) if not isinstance(per_image, pd.DataFrame) else sorted(per_image.columns)}"
+        )
+    samples = []
+    for a in (artifact, reference):
+        rows = per_image[(per_image["artifact"] == a) & ~per_image["skipped"].astype(bool)]
+        if true_class is not None:
+            rows = rows[rows["true_class"] == true_class]
+        if len(rows) < 2:
+            have = sorted(per_image["artifact"].unique().tolist())
+            raise ValueError(f"artifact {a!r} has {len(rows)} inserted image(s) of true_class={true_class!r} "
+                             f"in per_image (artifacts there: {have}); need at least 2")
+        samples.append(rows["change_pp"].to_numpy(dtype=float))
+    if np.abs(samples[1]).mean() == 0:
+        raise ValueError(f"{reference!r} changed no score at all; the ratio {artifact!r} / {reference!r} is undefined")
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a.mean() / max(np.abs(b).mean(), 1e-12))
+
+    return bootstrap_ci(samples[0], samples[1], statistic=ratio, n_boot=n_boot, level=level, seed=seed)

@@ -1,0 +1,75 @@
+"""spray_vs_gebi: both methods on the same maps, each F1 beside its trivial baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xaibias.analysis import (
+    GEBI,
+    SPRAY_VS_GEBI_COLUMNS,
+    SpRAy,
+    agreement_baselines,
+    cluster_agreement,
+    spray_vs_gebi,
+)
+
+
+def image_only_structure(n: int = 240, seed: int = 1):
+    """Noise relevance; a quarter of the images (the "framed" ones) have a dark border."""
+    g = torch.Generator().manual_seed(seed)
+    framed = np.arange(n) % 4 == 0
+    images = torch.rand(n, 3, 24, 24, generator=g) * 0.2 + 0.5
+    border = torch.ones(24, 24, dtype=torch.bool)
+    border[4:-4, 4:-4] = False
+    mask = (torch.as_tensor(framed)[:, None, None] & border).unsqueeze(1).expand(-1, 3, -1, -1)
+    images[mask] = 0.05
+    R = torch.randn(n, 24, 24, generator=g)
+    return R, images, pd.DataFrame({"frame": framed, "ink": np.zeros(n, bool)})
+
+
+def test_gebi_finds_an_image_artifact_that_spray_cannot_and_baselines_sit_beside():
+    R, images, flags = image_only_structure()
+    df = spray_vs_gebi(R, images, flags, ks=(2, 3), random_state=0, n_random=50)
+    assert list(df.columns) == list(SPRAY_VS_GEBI_COLUMNS)
+    assert len(df) == 2 * 2 * 2  # methods x ks x artifacts
+    t = df.set_index(["method", "k", "artifact"])
+    # the frame is only in the image: GEBI isolates it, SpRAy (noise maps) cannot beat its baseline by much
+    assert t.loc[("GEBI", 2, "frame"), "f1"] > 0.95
+    assert t.loc[("SpRAy", 2, "frame"), "f1"] < t.loc[("SpRAy", 2, "frame"), "f1_random_high"] + 0.1
+    # one all-in-one cluster: share 1/4 -> F1 = 0.5 / 1.25 = 0.4
+    assert t.xs("frame", level="artifact")["f1_one_cluster"].tolist() == pytest.approx([0.4] * 4)
+    assert (t["n"] == len(R)).all()
+    # an artifact no image has: zeros, no NaN
+    assert (t.xs("ink", level="artifact")[["f1", "f1_one_cluster", "f1_random"]] == 0).all().all()
+    assert not df.isna().any().any()
+
+
+def test_rows_equal_the_estimators_fitted_by_hand():
+    R, images, flags = image_only_structure(n=120, seed=3)
+    df = spray_vs_gebi(R, images, flags[["frame"]], ks=(2, 4), random_state=5, n_random=20)
+    t = df.set_index(["method", "k"])
+    for name, est in (("SpRAy", SpRAy(n_clusters=4, random_state=5)), ("GEBI", GEBI(n_clusters=4, random_state=5))):
+        est.fit(R, images)
+        for k in (2, 4):
+            labels = est.labels_for(k)  # the fit's own n_clusters does not change labels_for(k)
+            assert t.loc[(name, k), "f1"] == pytest.approx(cluster_agreement(labels, flags[["frame"]]).loc[0, "f1"])
+            base = agreement_baselines(labels, flags[["frame"]], n_random=20, seed=5)
+            assert t.loc[(name, k), "f1_random"] == pytest.approx(base.loc["frame", "f1_random"])
+        assert (t.loc[name, "eigengap_k"] == est.suggest_n_clusters()).all()
+    # same seed, same table
+    pd.testing.assert_frame_equal(df, spray_vs_gebi(R, images, flags[["frame"]], ks=(2, 4), random_state=5, n_random=20))
+
+
+def test_tiny_sets_cap_the_neighbours_and_bad_ks_are_clear_errors():
+    R, images, flags = image_only_structure(n=8)
+    df = spray_vs_gebi(R, images, flags, ks=2, n_neighbors=10, n_random=10)  # 10 neighbours > N - 1 = 7
+    assert set(df["k"]) == {2}
+    with pytest.raises(ValueError, match="ks must be positive ints"):
+        spray_vs_gebi(R, images, flags, ks=(0,))
+    with pytest.raises(ValueError, match="GEBI needs the input images"):
+        spray_vs_gebi(R, None, flags)
+    with pytest.raises(ValueError, match="mismatched N"):
+        spray_vs_gebi(R, images, flags.iloc[:5])
