@@ -9,7 +9,7 @@ Usage::
 Files go to ``xaibias.config.data_dir(NAME)`` (``XAIBIAS_DATA`` when set, else the user cache
 folder), never the working directory. Zip archives are unzipped beside the file. Offline, the
 script says what to download and where to put it, and exits with status 1. The registry lives in
-``xaibias.data.isic.REGISTRY``; see data/README.md for what each entry is.
+``xaibias.data.registry.REGISTRY``; see data/README.md for what each entry is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from xaibias import config
-from xaibias.data.isic import MANUAL, REGISTRY, download_dataset
+from xaibias.data.registry import MANUAL, REGISTRY, download_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import isic_fixtures as fx  # noqa: E402
 
-from xaibias.data import isic  # noqa: E402
-from xaibias.data.isic import (  # noqa: E402
+from xaibias.data import images, isic, registry  # noqa: E402
+from xaibias.data import (  # noqa: E402
     ANNOTATION_TO_ARTIFACT,
     DERMAMNIST_CLASSES,
     DermaMNIST,
@@ -276,7 +276,7 @@ def test_jpeg_draft_matches_full_decode(tmp_path):
     big = np.kron(rng.integers(0, 256, (12, 16, 3)), np.ones((50, 50, 1))).astype(np.uint8)  # 600x800
     path = tmp_path / "big.jpg"
     Image.fromarray(big).save(path, quality=95)
-    fast = isic.load_isic_image(path, 32).astype(float)
+    fast = images.load_isic_image(path, 32).astype(float)
     full = np.asarray(
         Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), dtype=float
     )
@@ -646,7 +646,7 @@ def test_download_offline_message(tmp_path, monkeypatch, capsys):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(isic.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
     with pytest.raises(
         ConnectionError,
         match=r"(?s)could not download 'dermamnist'.*zenodo\.org.*dermamnist\.npz.*put the file at.*data.dermamnist.dermamnist\.npz",
@@ -666,7 +666,7 @@ def test_download_offline_message(tmp_path, monkeypatch, capsys):
 
 
 def test_registry_entries_are_well_formed():
-    for name, (url, checksum) in isic.REGISTRY.items():
+    for name, (url, checksum) in registry.REGISTRY.items():
         assert url.startswith("https://"), name
         assert checksum is None or checksum.startswith("md5:") and len(checksum) == 36 or len(checksum) == 64
 

@@ -10,23 +10,27 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_save", "safe_load", "content_hash", "source_hash"]
+__all__ = ["atomic_write", "atomic_save", "safe_load", "content_hash", "source_hash", "file_sha256"]
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(fh)`` on a temporary file in ``path``'s folder, then ``os.replace`` it to ``path``.
+
+    A crash half way leaves no file under the final name (the temporary file is removed).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -35,6 +39,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes (read in blocks, never whole into memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def safe_load(path: str | os.PathLike) -> Any | None:
@@ -104,6 +119,5 @@ def source_hash(*parts: str, root: str | os.PathLike | None = None, length: int 
             raise FileNotFoundError(f"source_hash: {path} is neither a file nor a folder")
         for f in files:
             h.update(f.relative_to(base).as_posix().encode() + b"\0")
-            with open(f, "rb") as fh:
-                h.update(hashlib.file_digest(fh, "sha256").digest())
+            h.update(bytes.fromhex(file_sha256(f)))
     return h.hexdigest()[:length]

@@ -18,6 +18,7 @@ import torch
 
 from .._cache import content_hash
 from .._checks import describe
+from .sampling import split_indices
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -67,15 +68,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         The split depends only on the labels and ``seed``, so two datasets with the same labels
         (a biased set and its unbiased twin) split into matching halves.
         """
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
-        rng = np.random.default_rng(seed)
-        labels = self.labels.numpy()
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(self))]
-        test = [rng.permutation(g)[: int(round(test_fraction * len(g)))] for g in groups]
-        test_idx = np.sort(np.concatenate(test))
-        if len(test_idx) == 0 or len(test_idx) == len(self):
-            raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(self)} images")
+        test_idx = split_indices(self.labels, test_fraction, seed, stratify)
         return self.subset(np.setdiff1d(np.arange(len(self)), test_idx)), self.subset(test_idx)
 
 

@@ -77,3 +77,27 @@ def unbiased_resample(labels: Any, flags: Any, ratio: float = 0.5, seed: int = 0
             )
         chosen.append(rng.choice(pool, size=k_c, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def check_test_fraction(test_fraction: Any) -> float:
+    """``test_fraction`` as a float in (0, 1), or a ValueError naming it."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number in (0,1); got {test_fraction!r}")
+    return float(test_fraction)
+
+
+def split_indices(labels: Any, test_fraction: float = 0.25, seed: int = 0, stratify: bool = True) -> np.ndarray:
+    """Sorted test indices of a random split, stratified by label unless ``stratify=False``.
+
+    Per class (or over all items), a random ``round(test_fraction * n_class)`` items go to the test
+    part. The result depends only on the labels and ``seed``, so two datasets with the same labels
+    split into matching halves. Every dataset's ``split()`` uses this one function.
+    """
+    test_fraction = check_test_fraction(test_fraction)
+    y = as_labels(labels).numpy()
+    rng = np.random.default_rng(seed)
+    pools = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    test_idx = np.sort(np.concatenate([rng.permutation(p)[: int(round(test_fraction * len(p)))] for p in pools]))
+    if len(test_idx) == 0 or len(test_idx) == len(y):
+        raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(y)} images")
+    return test_idx
