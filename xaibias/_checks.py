@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_images", "as_relevance", "as_masks", "as_labels", "check_same_n", "describe"]
+__all__ = ["as_images", "as_relevance", "as_masks", "as_labels", "check_same_n", "describe", "model_device"]
 
 
 def describe(x: Any) -> str:
@@ -127,3 +127,9 @@ def check_same_n(**arrays: Any) -> int:
         parts = ", ".join(f"{k} has N={v}" for k, v in sizes.items())
         raise ValueError(f"mismatched N: {parts}; all must describe the same images")
     return next(iter(sizes.values()))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from ._cache import atomic_save, content_hash, safe_load, source_hash
-from ._checks import as_images, as_labels, describe
+from ._checks import as_images, as_labels, describe, model_device
 
 __all__ = [
     "MODELS",
@@ -452,16 +452,11 @@ def fit_or_load(
 # prediction and evaluation
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: Any, batch_size: int = 256) -> torch.Tensor:
     """Softmax class probabilities (N,C) as a float CPU tensor (model in eval mode)."""
     x = as_images(images, allow_single=True)
-    dev = _model_device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     out = [F.softmax(model(b.to(dev)).float(), dim=1).cpu() for b in x.split(batch_size)]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import as_images, describe
+from .._checks import as_images, describe, model_device
 
 __all__ = [
     "attribute",
@@ -73,11 +73,6 @@ def register_method(name: str, channels: bool = True) -> Callable[[Callable[...,
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def resolve_target(target: Any, n: int, logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -335,7 +330,7 @@ def attribute(
     fn = _REGISTRY[method]
     if method == "lrp":
         kwargs.update(composite=composite, canonizers=canonizers)
-    dev = _model_device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     show = (n > batch_size) if progress is None else progress

@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._checks import as_images
-from .attribution import _model_device, register_method, resolve_target
+from .._checks import as_images, model_device
+from .attribution import register_method, resolve_target
 
 __all__ = ["class_contributions", "competitive_gradient_x_input", "competitive_completeness"]
 
@@ -97,7 +97,7 @@ def _competitive_gxi(
 def _prepare(model: nn.Module, images: Any, target: Any, per_pixel: bool):
     """Images on the model's device, per-class contributions (summed over channels when
     ``per_pixel``), logits and the resolved (B,) target."""
-    x = as_images(images, allow_single=True).to(_model_device(model), _model_dtype(model))
+    x = as_images(images, allow_single=True).to(model_device(model), _model_dtype(model))
     tgt = None if target is None else resolve_target(target, len(x))
     contrib, logits = class_contributions(model, x)
     t = resolve_target(tgt, len(x), logits)

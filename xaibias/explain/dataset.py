@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .._cache import content_hash
-from .._checks import as_images, describe
+from .._checks import as_images, describe, model_device
 from .attribution import _REGISTRY, attribute
 
 __all__ = ["attribute_dataset", "merge_shards", "shard_path"]
@@ -166,11 +166,6 @@ def _kwargs_key(kwargs: dict[str, Any]) -> str:
 def _model_hash(model: nn.Module) -> str:
     # 0-d buffers (BatchNorm's num_batches_tracked) become 1-d so that every tensor can be hashed
     return content_hash({k: v.reshape(-1) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)})
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +317,7 @@ def attribute_dataset(
         return path
 
     fh = _open_file(path, settings, n_rows, len(my_chunks), resume)
-    dev = _model_device(model)
+    dev = model_device(model)
     was_training = model.training
     model.eval()
     try:

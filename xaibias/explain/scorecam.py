@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import as_images, describe
-from .attribution import _model_device, get_layer, register_method, resolve_target
+from .._checks import as_images, describe, model_device
+from .attribution import get_layer, register_method, resolve_target
 
 __all__ = ["score_cam"]
 
@@ -74,7 +74,7 @@ def score_cam(
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
         raise ValueError(f"channels must be None or a positive int; got {channels!r}")
-    dev = _model_device(model)
+    dev = model_device(model)
     x = as_images(images, allow_single=True).to(dev, torch.float32)
     n, _, h, w = x.shape
     module = get_layer(model, layer)
