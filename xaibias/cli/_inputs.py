@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class FolderDataset(_ImageTable):
         self.meta = meta
         self.class_names = tuple(used)
         self.image_ids = meta["image_id"].astype(str).tolist()
-        self.labels = torch.as_tensor(meta["label"].to_numpy(np.int64))
+        self.labels = torch.from_numpy(np.array(meta["label"], dtype=np.int64))
 
     def _uint8(self, i: int) -> np.ndarray:
         return _isic.load_isic_image(self.meta.at[i, "path"], self.size)
@@ -331,7 +332,9 @@ def _load_file(path: Path, arch: str | None, num_classes: int) -> tuple[nn.Modul
         raise AuditError(f"--model {path} is not a file (and not a zoo name: {', '.join(MODELS)})")
     jit_err: Exception | None = None
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.9 marks TorchScript deprecated; it still loads
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any failure means "not TorchScript"
         jit_err = err
     if jit_err is None:

@@ -277,7 +277,7 @@ def _read_maps(h5: Path) -> np.ndarray:
 
 def _clusters(R: np.ndarray, thumbs: torch.Tensor, y_pred: np.ndarray, flags: pd.DataFrame, target: int,
               class_names: list[str], seed: int) -> tuple[dict, dict]:
-    from ..analysis import GEBI, SpRAy, cluster_agreement, cluster_artifact_table
+    from ..analysis import GEBI, SpRAy, agreement_baselines, cluster_agreement, cluster_artifact_table
 
     sel = np.flatnonzero(y_pred == target)
     scope = f"images predicted {class_names[target]}"
@@ -306,12 +306,14 @@ def _clusters(R: np.ndarray, thumbs: torch.Tensor, y_pred: np.ndarray, flags: pd
                                  "sizes": np.bincount(labels, minlength=k).astype(int).tolist()}
         if cols:
             agree = cluster_agreement(labels, art[cols])
-            base = cluster_agreement(np.zeros(len(labels), dtype=int), art[cols])
+            base = agreement_baselines(labels, art[cols], seed=seed)
             comp = cluster_artifact_table(labels, art[cols])
             entry["agreement"] = [
                 {"artifact": r.artifact, "best_cluster": int(r.best_cluster), "precision": _f(r.precision),
-                 "recall": _f(r.recall), "f1": _f(r.f1), "baseline_f1": _f(b.f1), "support": int(r.support)}
-                for r, b in zip(agree.itertuples(), base.itertuples())
+                 "recall": _f(r.recall), "f1": _f(r.f1), "baseline_f1": _f(base.loc[r.artifact, "f1_one_cluster"]),
+                 "random_f1": _f(base.loc[r.artifact, "f1_random"]),
+                 "random_f1_high": _f(base.loc[r.artifact, "f1_random_high"]), "support": int(r.support)}
+                for r in agree.itertuples()
             ]
             entry["composition"] = [
                 {"cluster": int(c), "size": int(row["size"]), **{a: _f(row[a]) for a in cols}}

@@ -309,11 +309,14 @@ def _clusters(report: dict, figures: dict) -> str:
             rows = [[_cell(_e(r["artifact"])), _cell(_int(r["support"]), r["support"]),
                      _cell(_int(r["best_cluster"]), r["best_cluster"]), _cell(_num(r["precision"]), r["precision"]),
                      _cell(_num(r["recall"]), r["recall"]), _cell(_num(r["f1"]), r["f1"]),
-                     _cell(_num(r["baseline_f1"]), r["baseline_f1"])] for r in e["agreement"]]
-            out.append("<p>Best-matching cluster per annotated artifact. Baseline: the F1 of one cluster holding "
-                       "every image (precision = the artifact's rate, recall = one).</p>")
+                     _cell(_num(r["baseline_f1"]), r["baseline_f1"]),
+                     _cell(_num(r["random_f1"]) + f' <span class="ci">(high {_num(r["random_f1_high"])})</span>',
+                           r["random_f1"])] for r in e["agreement"]]
+            out.append("<p>Best-matching cluster per annotated artifact, beside two trivial clusterings: one cluster "
+                       "holding every image (precision = the artifact's rate, recall = one), and the same cluster "
+                       "sizes filled at random (mean, and high = the 95th percentile of the shuffles).</p>")
             out.append(_table(["artifact", "images with it", "best cluster", "precision", "recall", "F1",
-                               "one-cluster F1"], rows))
+                               "one-cluster F1", "random F1"], rows))
             arts = list(e["overall_rates"])
             rows = [[_cell(_int(c["cluster"]), c["cluster"]), _cell(_int(c["size"]), c["size"])]
                     + [_cell(_pct(c[a]), c[a]) for a in arts] for c in e["composition"]]
