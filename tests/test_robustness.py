@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -129,6 +130,29 @@ def test_robustness_table_rows_and_identity():
     summary_a = table[(table["model"] == "a") & (table["transform"] == "blur")]
     # the same transform with another sigma gives another number: the parameters are used
     assert summary_a.rank_corr_mean.item() != pytest.approx(long.rank_corr.mean())
+
+
+def test_baseline_rows_compare_different_images():
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    imgs = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    plain = rb.robustness_table({"a": model}, imgs, composites=["EpsilonPlusFlat"], transforms=["identity"])
+    table = rb.robustness_table({"a": model}, imgs, composites=["EpsilonPlusFlat"], transforms=["identity"],
+                                baseline=True)
+    # the old rows are unchanged; one baseline row per model and composite is added
+    assert list(table["transform"]) == ["identity", rb.BASELINE] and rb.BASELINE == "other image"
+    pd.testing.assert_frame_equal(table.iloc[:1].reset_index(drop=True), plain)
+    # the baseline is the similarity of heatmap i with heatmap i+1 (cyclically), computed by hand
+    ref = xb.explain.attribute(model, imgs, target=model(imgs).argmax(1), method="lrp", composite="EpsilonPlusFlat")
+    by_hand = rb.rank_correlation(ref, torch.roll(ref, -1, 0)).mean().item()
+    row = table[table["transform"] == rb.BASELINE].iloc[0]
+    assert row.rank_corr_mean == pytest.approx(by_hand) and row.rank_corr_mean < 0.999
+    assert row.n == 4
+    long = rb.robustness_table({"a": model}, imgs, composites=["EpsilonPlusFlat"], transforms=["blur"],
+                               baseline=True, per_image=True)
+    assert set(long["transform"]) == {"blur", rb.BASELINE} and len(long) == 8
+    with pytest.raises(ValueError, match="baseline=True .* at least 2 images, got 1"):
+        rb.robustness_table({"a": model}, imgs[:1], composites=["EpsilonPlusFlat"], baseline=True)
 
 
 def test_bad_inputs_are_named(maps):

@@ -13,7 +13,9 @@ and compare the two maps by
 
 Only pixels that stay inside the frame under the transform are compared (the corners a rotation
 cuts off are left out). :func:`robustness_table` does this for several models, LRP composites and
-transforms and returns one row per combination with the mean and standard deviation over images.
+transforms and returns one row per combination with the mean and standard deviation over images;
+with ``baseline=True`` it adds the similarity of two *different* images' heatmaps, the trivial
+baseline a transform's similarity should be read against.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "rotate",
     "Transform",
     "TRANSFORMS",
+    "BASELINE",
     "get_transform",
     "robustness_table",
 ]
@@ -257,6 +260,9 @@ def get_transform(name: str | Transform, **params: Any) -> Transform:
 #: Names accepted by :func:`get_transform` and :func:`robustness_table`.
 TRANSFORMS: tuple[str, ...] = ("identity", "blur", "sharpen", "rotate")
 
+#: The ``transform`` value of the baseline rows of :func:`robustness_table` (``baseline=True``).
+BASELINE = "other image"
+
 
 # --------------------------------------------------------------------------------------------------
 # the table
@@ -272,6 +278,7 @@ def robustness_table(
     transform_params: Mapping[str, Mapping[str, Any]] | None = None,
     per_image: bool = False,
     batch_size: int = 32,
+    baseline: bool = False,
     **attribute_kwargs: Any,
 ) -> pd.DataFrame:
     """LRP heatmap similarity under image transforms, per model x composite x transform.
@@ -292,6 +299,13 @@ def robustness_table(
         Return one row per image (columns model, composite, transform, image, rank_corr, topk_iou)
         instead of the summary.
     batch_size : int
+    baseline : bool
+        Also add, per model and composite, the row ``transform == BASELINE`` (``"other image"``):
+        the similarity of each image's heatmap with the heatmap of *another* image (image ``i``
+        with image ``i + 1``, cyclically), both untransformed. It is what two unrelated heatmaps
+        share through the common layout of the data alone (a centred lesion, a dark border), the
+        trivial baseline the transform rows should be read against. Needs at least two images;
+        costs no extra attribution.
     **attribute_kwargs
         Passed to :func:`xaibias.explain.attribute` (for example ``canonizers``).
 
@@ -306,6 +320,8 @@ def robustness_table(
     if isinstance(composites, str) or not composites:
         raise ValueError(f"composites must be a non-empty list of composite names; got {composites!r}")
     imgs = as_images(images)
+    if baseline and len(imgs) < 2:
+        raise ValueError(f"baseline=True compares each heatmap with another image's; give at least 2 images, got {len(imgs)}")
     params = dict(transform_params or {})
     trs = [get_transform(t, **dict(params.get(t, {})) if isinstance(t, str) else {}) for t in transforms]
     rows = []
@@ -324,6 +340,14 @@ def robustness_table(
                 sim = heatmap_similarity(ref, tr.undo(r_t), valid=tr.valid(h, w), k=k)
                 sim.insert(0, "image", np.arange(len(sim)))
                 sim.insert(0, "transform", tr.name)
+                sim.insert(0, "composite", comp)
+                sim.insert(0, "model", mname)
+                rows.append(sim)
+            if baseline:
+                other = torch.roll(ref, shifts=-1, dims=0)
+                sim = heatmap_similarity(ref, other, valid=_all_valid(h, w), k=k)
+                sim.insert(0, "image", np.arange(len(sim)))
+                sim.insert(0, "transform", BASELINE)
                 sim.insert(0, "composite", comp)
                 sim.insert(0, "model", mname)
                 rows.append(sim)
