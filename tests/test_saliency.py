@@ -14,6 +14,7 @@ from xaibias.analysis.saliency import (
     compare_interclass_variance,
     global_saliency,
     interclass_variance,
+    interclass_variance_ci,
     mean_saliency,
     peak_saliency,
     response_rate_accuracy,
@@ -281,3 +282,97 @@ def test_pandas_labels_and_values_from_a_dataframe():
     assert interclass_variance(df["value"], df["label"]) == pytest.approx(1.0)
     gs = global_saliency(df["value"], df["label"], n_boot=10)
     assert gs["mean"].tolist() == [0.5, 2.5]
+
+
+# ---------------------------------------------------------------------------------------------
+# interclass_variance_ci: stratified (and paired) bootstrap of inter-class variances
+
+
+def _spread_and_flat(n_per_class=60, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(k), n_per_class)
+    spread = 0.2 * labels + rng.normal(0, 0.1, len(labels))  # class means 0, .2, .4, ... : variance 0.08
+    flat = 0.3 + rng.normal(0, 0.1, len(labels))  # one mean for every class
+    idx = pd.Index(np.arange(len(labels)), name="image")
+    return pd.Series(spread, index=idx), pd.Series(flat, index=idx), labels
+
+
+def test_interclass_variance_ci_single_model_matches_point_value():
+    a, _, y = _spread_and_flat()
+    value, low, high = interclass_variance_ci(a, y)
+    assert value == pytest.approx(interclass_variance(a, y))
+    assert low < value < high
+    assert low > 0.05  # true variance of the class means is 0.08; noise in the means is ~0.0002
+
+
+def test_interclass_variance_ci_difference_detects_the_spread_model_in_both_orders():
+    a, b, y = _spread_and_flat()
+    d, lo, hi = interclass_variance_ci(a, y, b, y)
+    assert d == pytest.approx(interclass_variance(a, y) - interclass_variance(b, y))
+    assert lo > 0.05
+    d2, lo2, hi2 = interclass_variance_ci(b, y, a, y)
+    assert d2 == pytest.approx(-d)
+    assert hi2 < -0.05
+
+
+def test_interclass_variance_ci_ratio():
+    a, b, y = _spread_and_flat()
+    r, lo, hi = interclass_variance_ci(a, y, b, y, statistic="ratio")
+    assert r == pytest.approx(interclass_variance(a, y) / interclass_variance(b, y))
+    assert 1 < lo < r < hi
+
+
+def test_interclass_variance_ci_paired_is_narrower_than_independent_for_the_same_images():
+    # b is a plus a little noise: on the same images the two variances move together
+    a, _, y = _spread_and_flat(n_per_class=30, seed=1)
+    b = a + np.random.default_rng(2).normal(0, 0.01, len(a))
+    _, lo_p, hi_p = interclass_variance_ci(a, y, b, y)
+    _, lo_i, hi_i = interclass_variance_ci(a.to_numpy(), y, b.to_numpy(), y)  # arrays: independent
+    assert (hi_p - lo_p) < 0.2 * (hi_i - lo_i)
+    assert lo_p < 0 < hi_p or abs(lo_p) < 1e-3
+
+
+def test_interclass_variance_ci_identical_models_give_zero_difference():
+    a, _, y = _spread_and_flat()
+    assert interclass_variance_ci(a, y, a.copy(), y) == (0.0, 0.0, 0.0)
+
+
+def test_interclass_variance_ci_is_deterministic_and_seeded():
+    a, b, y = _spread_and_flat()
+    assert interclass_variance_ci(a, y, b, y, seed=3) == interclass_variance_ci(a, y, b, y, seed=3)
+    assert interclass_variance_ci(a, y, b, y, seed=3)[1] != interclass_variance_ci(a, y, b, y, seed=4)[1]
+
+
+def test_interclass_variance_ci_takes_series_with_excluded_images_and_labels_for_all():
+    R = torch.rand(12, 4, 4)
+    M = torch.zeros(12, 4, 4, dtype=torch.bool)
+    M[:, 0, 0] = True
+    M[5] = False  # image 5 has no mask: excluded from the Series
+    labels = np.arange(12) % 3
+    a = mean_saliency(R, M)
+    b = mean_saliency(R * 2 + 1, M)
+    v, lo, hi = interclass_variance_ci(a, labels, b, labels, n_boot=200)
+    assert v == pytest.approx(interclass_variance(a, labels) - interclass_variance(b, labels))
+    assert lo <= v <= hi
+
+
+def test_interclass_variance_ci_errors():
+    a, b, y = _spread_and_flat()
+    with pytest.raises(ValueError, match="statistic"):
+        interclass_variance_ci(a, y, b, y, statistic="sum")
+    with pytest.raises(ValueError, match="n_boot"):
+        interclass_variance_ci(a, y, n_boot=10)
+    with pytest.raises(ValueError, match="level"):
+        interclass_variance_ci(a, y, level=1.5)
+    with pytest.raises(ValueError, match="both values_b and labels_b"):
+        interclass_variance_ci(a, y, b)
+    with pytest.raises(ValueError, match="same classes"):
+        keep = y < 4
+        interclass_variance_ci(a, y, b[keep].reset_index(drop=True), y[keep])
+    with pytest.raises(ValueError, match="labels differ"):
+        interclass_variance_ci(a, y, b, np.roll(y, 1))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        interclass_variance_ci(a[y == 0], y[y == 0])
+    const = pd.Series(np.ones(len(y)), index=a.index)
+    with pytest.raises(ValueError, match="variance is 0"):
+        interclass_variance_ci(a, y, const, y, statistic="ratio")

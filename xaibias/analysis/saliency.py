@@ -14,6 +14,9 @@ set:
   DataFrame, one row per class);
 - :func:`interclass_variance` and :func:`compare_interclass_variance` -- the variance of the class
   means, and Levene's test between two models' class means;
+- :func:`interclass_variance_ci` -- a bootstrap interval over images (resampled within each class)
+  for one model's inter-class variance, or for the difference or ratio of two models' variances
+  (paired when both hold the same images);
 - :func:`wilcoxon_saliency` -- Wilcoxon signed-rank test between two paired saliency distributions
   (the same images under two models or two methods);
 - :func:`response_rate_accuracy`, :func:`aurrac` and :func:`rrac_kendall_tau` -- the accuracy on
@@ -48,6 +51,7 @@ __all__ = [
     "class_means",
     "interclass_variance",
     "compare_interclass_variance",
+    "interclass_variance_ci",
     "VarianceComparison",
     "wilcoxon_saliency",
     "WilcoxonResult",
@@ -448,6 +452,116 @@ def compare_interclass_variance(
         n_classes_b=len(mb),
         center=center,
     )
+
+
+def _class_groups(lab: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(c): np.flatnonzero(lab == c) for c in np.unique(lab)}
+
+
+def _boot_class_means(v: np.ndarray, groups: dict[int, np.ndarray], draws: dict[int, np.ndarray]) -> np.ndarray:
+    """(n_boot, n_classes) class means of ``v`` under the resampled positions ``draws``."""
+    return np.stack([v[groups[c][draws[c]]].mean(axis=1) for c in sorted(groups)], axis=1)
+
+
+def interclass_variance_ci(
+    values_a: Any,
+    labels_a: Any,
+    values_b: Any = None,
+    labels_b: Any = None,
+    statistic: str = "difference",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    ddof: int = 0,
+) -> tuple[float, float, float]:
+    """Inter-class variance with a bootstrap interval over images, alone or against a second model.
+
+    Images are resampled with replacement *within each class* (every class keeps its count, so no
+    class drops out of a resample), and the inter-class variance is recomputed on each resample.
+    With a second model the statistic is ``var_a - var_b`` (``statistic="difference"``) or
+    ``var_a / var_b`` (``"ratio"``). When both inputs are Series over the same images (same index,
+    as returned by :func:`mean_saliency` / :func:`peak_saliency` for two models on one test set),
+    each resample draws the *same* images for both models (a paired bootstrap), so the interval
+    reflects how the two models differ on the images rather than which images were drawn.
+    Otherwise the two samples are resampled independently.
+
+    Parameters
+    ----------
+    values_a, labels_a
+        Per-image values and labels of the first model (as in :func:`global_saliency`).
+    values_b, labels_b : optional
+        The same for the second model; ``None`` gives the interval of ``var_a`` alone.
+    statistic : {"difference", "ratio"}, default "difference"
+        How the two variances are compared (ignored without a second model).
+    n_boot : int, default 1000
+        Bootstrap resamples (at least 100).
+    level : float, default 0.95
+        Coverage of the percentile interval.
+    seed : int, default 0
+        Seed of the resampling.
+    ddof : int, default 0
+        Delta degrees of freedom of the variance of the class means.
+
+    Returns
+    -------
+    (value, low, high) : tuple of float
+        The statistic on all images and its percentile interval.
+
+    Raises
+    ------
+    ValueError
+        When the two models do not cover the same classes, when paired labels disagree, when a
+        ratio has a zero denominator, or for a bad ``statistic``, ``n_boot`` or ``level``.
+    """
+    if statistic not in ("difference", "ratio"):
+        raise ValueError(f"statistic must be 'difference' or 'ratio'; got {statistic!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
+        raise ValueError(f"n_boot must be an int >= 100; got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level!r}")
+    if (values_b is None) != (labels_b is None):
+        raise ValueError("give both values_b and labels_b, or neither")
+    va, la = _values_and_labels(values_a, labels_a, "values_a")
+    ga = _class_groups(la)
+    if len(ga) <= ddof or len(ga) < 2:
+        raise ValueError(f"need at least 2 classes with values (and more than ddof={ddof}); got {len(ga)}")
+    rng = np.random.default_rng(seed)
+    n_boot = int(n_boot)
+    draws_a = {c: rng.integers(0, len(idx), size=(n_boot, len(idx))) for c, idx in ga.items()}
+    boot_a = np.var(_boot_class_means(va, ga, draws_a), axis=1, ddof=ddof)
+    point_a = float(np.var([va[idx].mean() for _, idx in sorted(ga.items())], ddof=ddof))
+    if values_b is None:
+        value, draws = point_a, boot_a
+    else:
+        vb, lb = _values_and_labels(values_b, labels_b, "values_b")
+        gb = _class_groups(lb)
+        if sorted(ga) != sorted(gb):
+            raise ValueError(
+                f"the two models must cover the same classes; got {sorted(ga)} and {sorted(gb)}"
+            )
+        paired = (
+            isinstance(values_a, pd.Series)
+            and isinstance(values_b, pd.Series)
+            and values_a.index.equals(values_b.index)
+        )
+        if paired:
+            if not np.array_equal(la, lb):
+                raise ValueError("values_a and values_b share their image index but their labels differ")
+            draws_b = draws_a
+        else:
+            draws_b = {c: rng.integers(0, len(idx), size=(n_boot, len(idx))) for c, idx in gb.items()}
+        boot_b = np.var(_boot_class_means(vb, gb, draws_b), axis=1, ddof=ddof)
+        point_b = float(np.var([vb[idx].mean() for _, idx in sorted(gb.items())], ddof=ddof))
+        if statistic == "difference":
+            value, draws = point_a - point_b, boot_a - boot_b
+        else:
+            if point_b == 0 or np.any(boot_b == 0):
+                raise ValueError("the second model's inter-class variance is 0 (on the data or a resample); "
+                                 "use statistic='difference'")
+            value, draws = point_a / point_b, boot_a / boot_b
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return float(value), float(low), float(high)
 
 
 @dataclass(frozen=True)
