@@ -126,15 +126,14 @@ def test_demo_report_shows_the_planted_frame_bias(demo: Path) -> None:
     for r in others:
         assert frame["ci_low"] > r["ci_high"], (frame, r)
     assert report["verdict"]["reacts_to"][0]["artifact"] == "frame"
-    # some cluster is frame-rich: clearly above the frame rate of the clustered set, and the best
-    # frame cluster beats one all-in-one cluster
+    # some cluster is frame-rich: its frame share lies well above that of all clustered images
     rich = []
     for entry in report["clusters"]["methods"].values():
         overall = entry["overall_rates"]["frame"]
-        rich.append(max(c["frame"] for c in entry["composition"]) - overall)
-        agree = next(r for r in entry["agreement"] if r["artifact"] == "frame")
-        assert agree["f1"] >= agree["baseline_f1"], agree
-    assert max(rich) >= 0.15, report["clusters"]
+        big = [c for c in entry["composition"] if c["size"] >= 5]
+        rich.append(max(c["frame"] for c in big) - overall)
+    assert max(rich) >= 0.3, report["clusters"]
+    assert report["verdict"]["clusters"]["artifact"] == "frame"
     # accuracy beside its baselines, and the demo's artifact rates follow the planted bias
     acc = report["accuracy"]["overall"]
     assert acc["accuracy"] > acc["majority_rate"]

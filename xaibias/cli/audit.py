@@ -36,7 +36,6 @@ __all__ = ["run_audit", "PARTS", "AuditError"]
 PARTS = ("accuracy", "insertion", "relevance", "clusters", "saliency", "virelay")
 _NEEDS_RELEVANCE = ("clusters", "saliency", "virelay")
 _MIN_GROUP = 5  # smallest artifact group whose accuracy can be the "worst group"
-_MIN_CLUSTER_IMAGES = 30  # fewer images predicted as the target class: cluster all images instead
 _MAX_K = 8  # largest cluster count the eigengap may choose
 _REACT_PP = 2.0  # a reaction: insertion moves the target score by at least this much (and the CI excludes 0)
 _PEAK_PERCENTILE = 98
@@ -80,6 +79,14 @@ def _dist() -> tuple[int, int]:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def _leave(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _barrier(world: int) -> None:
@@ -275,14 +282,14 @@ def _read_maps(h5: Path) -> np.ndarray:
         return fh["attribution"][:, 0].astype(np.float32)
 
 
-def _clusters(R: np.ndarray, thumbs: torch.Tensor, y_pred: np.ndarray, flags: pd.DataFrame, target: int,
+def _clusters(R: np.ndarray, thumbs: torch.Tensor, flags: pd.DataFrame, target: int,
               class_names: list[str], seed: int) -> tuple[dict, dict]:
     from ..analysis import GEBI, SpRAy, agreement_baselines, cluster_agreement, cluster_artifact_table
 
-    sel = np.flatnonzero(y_pred == target)
-    scope = f"images predicted {class_names[target]}"
-    if len(sel) < _MIN_CLUSTER_IMAGES:
-        sel, scope = np.arange(len(R)), "all audited images"
+    # every audited image, explained for the target class: a strategy tied to an artifact shows as a
+    # cluster of images that carry it (restricting to images predicted as the target class, as SpRAy
+    # per class does, leaves little contrast when the artifact decides that prediction)
+    sel, scope = np.arange(len(R)), f"audited images (relevance for {class_names[target]})"
     nonzero = np.abs(R[sel]).reshape(len(sel), -1).max(1) > 0
     n_zero = int((~nonzero).sum())
     sel = sel[nonzero]
@@ -320,6 +327,12 @@ def _clusters(R: np.ndarray, thumbs: torch.Tensor, y_pred: np.ndarray, flags: pd
                 for c, row in comp.iterrows()
             ]
             entry["overall_rates"] = {a: _f(art[a].mean()) for a in cols}
+            big = comp[comp["size"] >= min(_MIN_GROUP, len(labels))]
+            entry["richest"] = [
+                {"artifact": a, "cluster": int(big[a].idxmax()), "size": int(big.loc[big[a].idxmax(), "size"]),
+                 "share": _f(big[a].max()), "overall": _f(art[a].mean()), "lift": _f(big[a].max() - art[a].mean())}
+                for a in cols
+            ]
         out["methods"][name] = entry
         fitted[name] = (est, labels)
     out["artifacts"] = cols
@@ -389,10 +402,9 @@ def _verdict(report: dict) -> dict:
     if cl and cl.get("methods"):
         best = None
         for method, entry in cl["methods"].items():
-            for r in entry.get("agreement", []):
-                gain = (r["f1"] or 0) - (r["baseline_f1"] or 0)
-                if best is None or gain > best["gain"]:
-                    best = {"method": method, **r, "gain": _f(gain)}
+            for r in entry.get("richest", []):
+                if best is None or r["lift"] > best["lift"]:
+                    best = {"method": method, **r}
         out["clusters"] = best
     return out
 
@@ -442,10 +454,11 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     probe(model, data, info, device)
     target = target_index(data, args.target_class)
     method = args.explainer or ("input_x_gradient" if info.source == "torchscript" else "lrp")
-    from ..explain import METHODS
+    from .. import explain
 
-    if method not in METHODS:
-        raise AuditError(f"--explainer {method!r} is not an attribution method; choose from {', '.join(METHODS)}")
+    known = explain.available_methods() if hasattr(explain, "available_methods") else explain.METHODS
+    if method not in known:
+        raise AuditError(f"--explainer {method!r} is not an attribution method; choose from {', '.join(known)}")
     map_size = min(size, 64)
     cache_root = Path(args.cache_dir).expanduser() if args.cache_dir else config.cache_dir("audit")
     skipped: dict[str, str] = {}
@@ -460,6 +473,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     if world > 1 and rank != 0:
         if "relevance" in parts:
             _relevance(model, data, method, target, map_size, args.batch_size, cache_root, info.hash, world, rank)
+        _leave(world)
         return None
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
@@ -502,8 +516,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
         fitted = None
         if "clusters" in parts and R is not None:
             try:
-                report["clusters"], fitted = _clusters(R, thumbs, y_pred, data.artifacts, target, data.class_names,
-                                                       seed)
+                report["clusters"], fitted = _clusters(R, thumbs, data.artifacts, target, data.class_names, seed)
                 figures.update(_report.cluster_figures(report["clusters"], fitted, data.artifacts, seed))
             except _Skip as why:
                 skipped["clusters"] = str(why)
@@ -529,6 +542,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _leave(world)
     _say(_report.verdict_text(report))
     _say(f"wrote {out / 'report.html'} and {out / 'report.json'} in {report['run']['wall_s']} s "
          f"({report['run']['cpu_s']} s CPU)")

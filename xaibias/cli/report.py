@@ -177,9 +177,9 @@ def _verdict(report: dict) -> str:
         out.append(f"<p>No clear reaction to: {', '.join(_e(a) for a in v['ignores'])}.</p>")
     c = v.get("clusters")
     if c:
-        out.append(f"<p>Explanation clusters: {_e(c['method'])} cluster {_int(c['best_cluster'])} gathers "
-                   f"<b>{_e(c['artifact'])}</b> with F1 {_num(c['f1'])} (precision {_num(c['precision'])}, recall "
-                   f"{_num(c['recall'])}), against {_num(c['baseline_f1'])} for one cluster holding every image.</p>")
+        out.append(f"<p>Explanation clusters: {_pct(c['share'])} of the {_int(c['size'])} images of {_e(c['method'])} "
+                   f"cluster {_int(c['cluster'])} carry <b>{_e(c['artifact'])}</b>, against {_pct(c['overall'])} of all "
+                   f"clustered images: the model explains them alike.</p>")
     w = v.get("worst_group")
     if w:
         out.append(f"<p>Worst artifact group: {_e(w['class'])} images {'with' if w['present'] else 'without'} "
@@ -322,7 +322,8 @@ def _clusters(report: dict, figures: dict) -> str:
                     + [_cell(_pct(c[a]), c[a]) for a in arts] for c in e["composition"]]
             rows.append([_cell("all"), _cell(_int(cl["n"]), cl["n"])]
                         + [_cell(_pct(e["overall_rates"][a]), e["overall_rates"][a]) for a in arts])
-            out.append("<p>Share of each cluster's images that have each artifact; the last row is the whole set.</p>")
+            out.append("<p>Share of each cluster's images that have each artifact; the last row is the whole set. "
+                       "A cluster far above the last row gathers one artifact.</p>")
             out.append(_table(["cluster", "size", *[_e(a) for a in arts]], rows))
         out.append(_img(figures, f"gallery_{name}", f"{name}: six random members per cluster, relevance overlaid"))
     return "".join(out)
