@@ -232,7 +232,7 @@ def _insertion(model: torch.nn.Module, data: AuditData, target: int, seed: int, 
 
 
 def _relevance(model: torch.nn.Module, data: AuditData, method: str, target: int, map_size: int,
-               batch_size: int, cache_root: Path, model_hash: str, world: int, rank: int) -> tuple[Path, bool]:
+               batch_size: int, cache_root: Path, model_hash: str, world: int, rank: int) -> Path:
     from ..explain import attribute_dataset, merge_shards, shard_path
 
     kwargs: dict[str, Any] = {"composite": "EpsilonPlusFlat"} if method == "lrp" else {}
@@ -241,15 +241,20 @@ def _relevance(model: torch.nn.Module, data: AuditData, method: str, target: int
     folder = cache_root / f"relevance-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     h5 = folder / "relevance.h5"
-    resumed = False
+    state = "new"
     if h5.is_file():
         import h5py
 
         try:
             with h5py.File(h5, "r") as fh:
-                resumed = int(fh["done"][:].sum()) > 0
+                done = fh["done"][:]
+                state = "finished" if done.all() else ("partial" if done.any() else "new")
         except (OSError, KeyError):
-            resumed = False
+            state = "new"
+    if state == "finished":
+        _say(f"reusing the finished relevance maps in {h5}")
+    elif state == "partial":
+        _say(f"resuming the relevance maps in {h5} ({int(done.sum())} of {len(done)} chunks done)")
     if world > 1:
         if not _complete(h5):
             attribute_dataset(model, data.audit, method=method, out=h5, batch_size=batch_size, downsize=downsize,
@@ -260,7 +265,7 @@ def _relevance(model: torch.nn.Module, data: AuditData, method: str, target: int
     else:
         attribute_dataset(model, data.audit, method=method, out=h5, batch_size=batch_size, downsize=downsize,
                           target=target, **kwargs)
-    return h5, resumed
+    return h5
 
 
 def _complete(h5: Path) -> bool:
@@ -503,10 +508,8 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
             report["insertion"] = _insertion(model, data, target, seed, args.batch_size)
         R = None
         if "relevance" in parts:
-            h5, resumed = _relevance(model, data, method, target, map_size, args.batch_size, cache_root, info.hash,
-                                     world, rank)
-            if resumed:
-                _say(f"resumed the relevance maps from {h5}")
+            h5 = _relevance(model, data, method, target, map_size, args.batch_size, cache_root, info.hash, world,
+                            rank)
             R = _read_maps(h5)
             report["relevance"] = {"n": int(len(R)), "map_size": int(R.shape[-1]), "world_size": world}
             figures["relevance"] = _report.relevance_figure(thumbs, R, labels, y_pred, data, target, seed)
