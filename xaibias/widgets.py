@@ -10,10 +10,11 @@ executed notebook always contains the default view.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["explorer", "is_headless", "default_value"]
+__all__ = ["explorer", "is_headless", "default_value", "LAYER_DEPTHS", "layer_relevance", "lrp_explorer",
+           "cluster_explorer"]
 
 
 def is_headless() -> bool:
@@ -98,10 +99,6 @@ def explorer(fn: Callable[..., Any], defaults: dict[str, Any] | None = None, hea
 
 # --------------------------------------------------------------------------------------------------
 # LRP explorer (notebook 01)
-
-from collections.abc import Sequence  # noqa: E402
-
-__all__ += ["LAYER_DEPTHS", "layer_relevance", "lrp_explorer"]
 
 LAYER_DEPTHS: dict[str, float] = {"input": 0.0, "early": 0.25, "middle": 0.5, "late": 0.75}
 """Layer choices of :func:`lrp_explorer`: relative depth among the model's convolutions."""
@@ -228,9 +225,6 @@ def lrp_explorer(models: dict[str, Any], images: Any, composites: Sequence[str] 
 
 # --------------------------------------------------------------------------------------------------
 # SpRAy / GEBI cluster explorer (notebook 02)
-
-__all__ += ["cluster_explorer"]
-
 
 def cluster_explorer(fits: dict[str, Any], images: Any, relevance: Any, artifacts: Any = None,
                      k: tuple[int, int] = (2, 8), n: int = 6, default_k: int | None = None,

@@ -9,16 +9,17 @@ from-scratch LRP of ``reference``, the :class:`DenseNetCanonizer`, concept relev
 
 from . import reference  # noqa: F401
 from .attribution import *  # noqa: F401,F403
-from .attribution import _REGISTRY
+from .attribution import available_methods
 from .canonizers import *  # noqa: F401,F403
 from .competitive import *  # noqa: F401,F403
 from .dataset import *  # noqa: F401,F403
 from .scorecam import *  # noqa: F401,F403
 
-METHODS: tuple[str, ...] = tuple(_REGISTRY)
-
 
 def __getattr__(name: str):
+    # METHODS is read live, so a method added with register_method() is listed too.
+    if name == "METHODS":
+        return available_methods()
     # zennit-crp is imported only when concept relevance is used.
     if name == "crp":
         import importlib

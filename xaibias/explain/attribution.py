@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import as_images, describe, model_device
+from .canonizers import DenseNetCanonizer
 
 __all__ = [
     "attribute",
@@ -50,6 +51,18 @@ COMPOSITES: tuple[str, ...] = (
     "EpsilonAlpha2Beta1Flat",
     "Epsilon",
 )
+
+
+def available_methods() -> tuple[str, ...]:
+    """The method names :func:`attribute` accepts now (built-in and registered ones)."""
+    return tuple(_REGISTRY)
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` when :func:`attribute` knows it, else raise a ValueError listing the choices."""
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_REGISTRY)}")
+    return method
 
 
 def register_method(name: str, channels: bool = True) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
@@ -135,12 +148,7 @@ def auto_canonizers(model: nn.Module) -> list:
     from zennit.torchvision import ResNetCanonizer
 
     if _has(model, (_DenseBlock,)):
-        from . import canonizers as _can
-
-        dense = getattr(_can, "DenseNetCanonizer", None)
-        if dense is None:
-            raise NotImplementedError("DenseNetCanonizer is not available; pass canonizers=None")
-        return [dense()]
+        return [DenseNetCanonizer()]
     if _has(model, (BasicBlock, Bottleneck)):
         return [ResNetCanonizer()]
     return [SequentialMergeBatchNorm()]
@@ -318,8 +326,7 @@ def attribute(
         Passed to the method: ``steps``/``baseline`` (integrated gradients), ``layer`` (Grad-CAM),
         ``epsilon``/``init``/``low``/``high`` (LRP), and those of registered methods.
     """
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_REGISTRY)}")
+    check_method(method)
     if pool not in ("sum", "l2", None):
         raise ValueError(f"pool must be 'sum', 'l2' or None; got {pool!r}")
     if batch_size < 1:

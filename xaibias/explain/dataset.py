@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from .._cache import content_hash
 from .._checks import as_images, describe, model_device
-from .attribution import _REGISTRY, attribute
+from .attribution import attribute, check_method
 
 __all__ = ["attribute_dataset", "merge_shards", "shard_path"]
 
@@ -276,8 +276,7 @@ def attribute_dataset(
     ``prediction`` and give the predicted class), which adds one forward pass to each chunk.
     """
     n = _check_dataset(dataset)
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_REGISTRY)}")
+    check_method(method)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
