@@ -1,7 +1,9 @@
 """Figures: images, relevance heatmaps and overlays, on one convention.
 
 Relevance is drawn in a diverging colormap (``"bwr"``: red positive, blue negative) centred at 0
-with symmetric limits, so white always means "no relevance". Every function returns the matplotlib
+with symmetric limits, so white always means "no relevance", and every figure that shows relevance
+carries a colour bar that says what the colours mean. Heatmap axes hide their ticks but keep their
+labels, so a caller can name rows with ``ax.set_ylabel``. Every function returns the matplotlib
 Figure and draws nothing else; titles are set by the caller or the ``title=`` argument.
 """
 
@@ -13,8 +15,26 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.colors import Normalize
 
-__all__ = ["CMAP", "to_numpy_image", "symmetric_limit", "heatmap", "overlay", "image_grid", "heatmap_grid"]
+__all__ = [
+    "CMAP",
+    "to_numpy_image",
+    "symmetric_limit",
+    "relevance_colorbar",
+    "heatmap",
+    "overlay",
+    "image_grid",
+    "heatmap_grid",
+    "method_panel",
+    "relevance_by_layer",
+    "metric_bars",
+    "eigenvalue_plot",
+    "embedding_plot",
+    "cluster_gallery",
+    "explanation_card",
+    "tradeoff_plot",
+]
 
 CMAP = "bwr"
 
@@ -36,19 +56,43 @@ def symmetric_limit(relevance: Any, percentile: float = 99.5) -> float:
     return v if v > 0 else 1.0
 
 
+def relevance_colorbar(fig: plt.Figure, axes: Any, vmax: float = 1.0, label: str = "relevance",
+                       orientation: str = "vertical") -> Any:
+    """Add one colour bar for relevance drawn with :data:`CMAP` in ``[-vmax, vmax]`` beside ``axes``.
+
+    Use ``vmax=1`` with a label such as "relevance / each map's limit" when every map has its own
+    symmetric scale. Returns the matplotlib Colorbar.
+    """
+    mappable = plt.cm.ScalarMappable(norm=Normalize(-vmax, vmax), cmap=CMAP)
+    cb = fig.colorbar(mappable, ax=axes, fraction=0.025 if orientation == "vertical" else 0.05, pad=0.02,
+                      orientation=orientation)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    return cb
+
+
+def _bare(ax: plt.Axes) -> None:
+    # no ticks or frame, but unlike set_axis_off() the axis labels stay visible
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def heatmap(relevance: Any, ax: plt.Axes | None = None, vmax: float | None = None, title: str | None = None,
             colorbar: bool = False) -> plt.Figure:
-    """Draw one (H,W) relevance map centred at 0."""
+    """Draw one (H,W) relevance map centred at 0 (``colorbar=True`` adds its colour bar)."""
     r = relevance.detach().cpu().numpy() if isinstance(relevance, torch.Tensor) else np.asarray(relevance)
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3))
     v = vmax if vmax is not None else symmetric_limit(r)
-    im = ax.imshow(r, cmap=CMAP, vmin=-v, vmax=v)
-    ax.set_axis_off()
+    im = ax.imshow(r, cmap=CMAP, vmin=-v, vmax=v, interpolation="nearest")
+    _bare(ax)
     if title:
         ax.set_title(title, fontsize=9)
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046)
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046)
+        cb.ax.tick_params(labelsize=6)
     return ax.figure
 
 
@@ -64,7 +108,7 @@ def overlay(image: Any, relevance: Any, ax: plt.Axes | None = None, alpha: float
     rgba = plt.get_cmap(CMAP)(np.clip(r / (2 * v) + 0.5, 0, 1))
     rgba[..., 3] = alpha * np.clip(np.abs(r) / v, 0, 1)
     ax.imshow(rgba)
-    ax.set_axis_off()
+    _bare(ax)
     if title:
         ax.set_title(title, fontsize=9)
     return ax.figure
@@ -97,11 +141,13 @@ def image_grid(images: Any, titles: Sequence[str] | None = None, ncols: int = 8,
 
 
 def heatmap_grid(relevance: Any, images: Any | None = None, titles: Sequence[str] | None = None, ncols: int = 8,
-                 size: float = 1.6, shared_scale: bool = False, suptitle: str | None = None) -> plt.Figure:
+                 size: float = 1.6, shared_scale: bool = False, suptitle: str | None = None,
+                 colorbar: bool = True) -> plt.Figure:
     """Draw (N,H,W) relevance maps in a grid, as overlays on ``images`` when given.
 
     Each map gets its own symmetric scale unless ``shared_scale=True`` (one scale for all, for
-    comparing magnitudes).
+    comparing magnitudes). The colour bar shows that scale: relevance itself with a shared scale,
+    relevance as a fraction of each map's own limit otherwise.
     """
     n = len(relevance)
     fig, axes = _grid(n, ncols, size)
@@ -116,14 +162,16 @@ def heatmap_grid(relevance: Any, images: Any | None = None, titles: Sequence[str
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    if colorbar:
+        if shared_scale:
+            relevance_colorbar(fig, axes, vmax, "relevance")
+        else:
+            relevance_colorbar(fig, axes, 1.0, "relevance / each map's own limit")
     return fig
 
 
 # --------------------------------------------------------------------------------------------------
 # method comparison and layer-wise relevance (notebook 01)
-
-__all__ += ["method_panel", "relevance_by_layer"]
-
 
 def method_panel(images: Any, maps: dict[str, Any], notes: dict[str, str] | None = None, size: float = 1.5,
                  suptitle: str | None = None) -> plt.Figure:
@@ -152,6 +200,7 @@ def method_panel(images: Any, maps: dict[str, Any], notes: dict[str, str] | None
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    relevance_colorbar(fig, axes[:, 1:], 1.0, "relevance / column's limit")
     return fig
 
 
@@ -177,9 +226,6 @@ def relevance_by_layer(sums: dict[str, Any], layer_names: Sequence[str] | None =
 
 # --------------------------------------------------------------------------------------------------
 # localisation metrics per object (notebook 05, Schaaf et al. 2021 Figures 1-4)
-
-__all__ += ["metric_bars"]
-
 
 def metric_bars(scores: Any, group: str = "object", metrics: Sequence[str] = ("RMA", "RRA"),
                 x: str = "method", hue: str = "model", title: str | None = None, ylim: tuple = (0, 1),
@@ -218,9 +264,6 @@ def metric_bars(scores: Any, group: str = "object", metrics: Sequence[str] = ("R
 
 # --------------------------------------------------------------------------------------------------
 # SpRAy / GEBI clusters and explanation cards (notebook 02)
-
-__all__ += ["eigenvalue_plot", "embedding_plot", "cluster_gallery", "explanation_card"]
-
 
 def eigenvalue_plot(eigenvalues: Any, ax: plt.Axes | None = None, k: int | None = None, n: int = 16,
                     title: str | None = None) -> plt.Figure:
@@ -289,6 +332,7 @@ def cluster_gallery(images: Any, relevance: Any, labels: Any, n: int = 6, cluste
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
+    relevance_colorbar(fig, axes, 1.0, "relevance / each map's own limit")
     return fig
 
 
@@ -312,9 +356,6 @@ def explanation_card(image: Any, relevance: Any, prototype: Any, text: str, titl
 
 # --------------------------------------------------------------------------------------------------
 # mitigation trade-off (notebook 06)
-
-__all__ += ["tradeoff_plot"]
-
 
 def tradeoff_plot(report: Any, x: str = "insertion_frame_pp", y: str = "acc_clean", group: str = "method",
                   ax: plt.Axes | None = None, title: str | None = None, reference: str | None = None,
