@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -67,6 +68,39 @@ def test_report_separates_a_frame_reader_from_a_lesion_reader(sets):
     assert rep.loc["border", "insertion_frame_pp"] > 10  # a frame darkens the border: "malignant" rises
     assert rep.loc["border", "saliency_frame"] > 0.5
     assert rep.loc["border", "acc_same"] > rep.loc["border", "acc_reversed"]
+
+
+def test_per_image_values_are_the_rows_behind_the_means(sets):
+    models = {"centre": Region("centre"), "border": Region("border")}
+    plain = xb.analysis.bias_report(models, sets, artifacts="frame", method="gradient", n_explain=8)
+    rep, per = xb.analysis.bias_report(models, sets, artifacts="frame", method="gradient", n_explain=8,
+                                       return_per_image=True)
+    # the table itself does not change with the flag
+    pd.testing.assert_frame_equal(rep, plain, check_dtype=False, rtol=1e-6, atol=1e-9)
+    assert sorted(per) == ["accuracy", "explanation", "insertion"]
+    acc, ins, exp = per["accuracy"], per["insertion"], per["explanation"]
+    n_same, n_rev = len(sets["same"]), len(sets["reversed"])
+    assert len(acc) == 2 * (n_same + n_rev)
+    for (name, sname), g in acc.groupby(["model", "set"]):
+        assert g["correct"].mean() == pytest.approx(rep.loc[name, f"acc_{sname}"])
+        assert (g["label"].to_numpy() == sets[sname].labels.numpy()).all()
+    # insertion: only the images of the first set that had no frame, the same images for both models
+    no_frame = np.flatnonzero(~sets["same"].artifacts["frame"].to_numpy())
+    for name, g in ins.groupby("model"):
+        assert (g["index"].to_numpy() == no_frame).all()
+        assert g["change_pp"].mean() == pytest.approx(rep.loc[name, "insertion_frame_pp"])
+        assert g["change_pp"].abs().mean() == pytest.approx(rep.loc[name, "insertion_frame_abs_pp"])
+        assert g["flipped"].mean() == pytest.approx(rep.loc[name, "flip_frame"])
+    # a paired difference on the same counterfactuals: the border reader moves every image more
+    diff = (ins[ins.model == "border"]["change_pp"].to_numpy() - ins[ins.model == "centre"]["change_pp"].to_numpy())
+    assert (diff > 0).all()
+    framed = np.flatnonzero(sets["same"].artifacts["frame"].to_numpy())[:8]
+    for name, g in exp.groupby("model"):
+        assert len(g) == 8 and (g["index"].to_numpy() == framed).all()
+        assert g["saliency"].mean() == pytest.approx(rep.loc[name, "saliency_frame"])
+        assert g["area"].mean() == pytest.approx(rep.loc[name, "area_frame"])
+        assert np.nanmean(g["rma"].to_numpy()) == pytest.approx(rep.loc[name, "rma_frame"], nan_ok=True)
+    assert (exp[exp.model == "centre"]["saliency"] == 0).all()
 
 
 def test_bad_inputs_give_clear_errors(sets):

@@ -18,6 +18,12 @@ and without a mitigation (notebook 06) can be compared side by side:
   :func:`xaibias.analysis.relevance_mass_accuracy`): the share of positive relevance that falls on
   the artifact, next to the artifact's share of the image area (what a model that spreads its
   relevance evenly would score).
+
+With ``return_per_image=True`` it also returns the per-image numbers behind every mean (whether
+each test image is classified correctly, each image's insertion change, each explained image's
+saliency and relevance mass), so a notebook can put a bootstrap interval over images around any
+column, or around the difference between two models on the same images
+(:func:`xaibias.analysis.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -92,8 +98,9 @@ def bias_report(
     n_insert: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    return_per_image: bool = False,
     **method_kwargs: Any,
-) -> pd.DataFrame:
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Accuracy, insertion effect, mean saliency and relevance mass on artifacts, one row per model.
 
     Parameters
@@ -113,6 +120,7 @@ def bias_report(
     n_insert : images used for insertion (default: all of the insertion set)
     seed : painter seed of the insertion (the same counterfactuals for every model)
     progress : show progress bars
+    return_per_image : also return the per-image values behind the table's means (see below)
 
     Returns
     -------
@@ -125,6 +133,17 @@ def bias_report(
     ``rma_<a>`` (mean relevance mass accuracy) and ``area_<a>`` (mean share of the image the mask
     covers). ``attrs`` records the settings.
 
+    per_image : dict of DataFrames (only with ``return_per_image=True``)
+        ``"accuracy"``: one row per model, test set and image (``model, set, index, label, pred,
+        correct``); ``"insertion"``: one row per model, artifact and insertion image that did not
+        already carry the artifact (``model, artifact, index, true_class, score_before,
+        score_after, change_pp, flipped``; ``index`` is the row in the insertion set, so two models
+        are paired on the same counterfactual image); ``"explanation"``: one row per model,
+        artifact and explained image (``model, artifact, index, saliency, rma, area``; ``index``
+        is the row in the explain set, ``rma`` is NaN for an image without positive relevance).
+        The table's columns are the means of these (``acc_<set>``, ``insertion_<a>_pp``,
+        ``flip_<a>``, ``saliency_<a>``, ``rma_<a>`` (NaN-mean), ``area_<a>``).
+
     Raises
     ------
     ValueError
@@ -134,7 +153,7 @@ def bias_report(
     """
     from ..data import ARTIFACTS
     from ..explain import attribute
-    from ..models import as_tensors, evaluate
+    from ..models import as_tensors, evaluate, predict
 
     mods = _as_models(models)
     sets = _as_sets(test_sets)
@@ -166,13 +185,24 @@ def bias_report(
         has = m.flatten(1).any(1).nonzero().flatten()[:n_explain]
         if len(has) == 0:
             raise ValueError(f"no image of the explain set carries {a!r}; saliency on its mask is undefined")
-        explain[a] = (as_tensors(exp)[0][has], m[has])
+        explain[a] = (as_tensors(exp)[0][has], m[has], has)
 
     rows = {}
+    per_acc: list[pd.DataFrame] = []
+    per_ins: list[pd.DataFrame] = []
+    per_exp: list[pd.DataFrame] = []
     for name, model in mods.items():
         row: dict[str, float] = {}
         for sname, ds in sets.items():
-            row[f"acc_{sname}"] = evaluate(model, ds)["accuracy"]
+            if return_per_image:
+                xs, ys = as_tensors(ds)
+                pred = predict(model, xs).cpu().numpy()
+                lab = ys.cpu().numpy()
+                per_acc.append(pd.DataFrame({"model": name, "set": sname, "index": np.arange(len(lab)), "label": lab,
+                                             "pred": pred, "correct": pred == lab}))
+                row[f"acc_{sname}"] = float((pred == lab).mean())
+            else:
+                row[f"acc_{sname}"] = evaluate(model, ds)["accuracy"]
         _, per = bias_insertion(model, ins_x, ins_y, artifacts=arts, target_class=target_class, seed=seed,
                                 present=present, return_per_image=True, progress=progress)
         for a in arts:
@@ -182,17 +212,32 @@ def bias_report(
             row[f"insertion_{a}_pp"] = float(used["change_pp"].mean())
             row[f"insertion_{a}_abs_pp"] = float(used["change_pp"].abs().mean())
             row[f"flip_{a}"] = float(used["flipped"].mean())
+            if return_per_image:
+                keep = ["index", "artifact", "true_class", "score_before", "score_after", "change_pp", "flipped"]
+                per_ins.append(used[keep].assign(model=name)[["model", *keep]])
         for a in arts:
-            x, m = explain[a]
+            x, m, idx = explain[a]
             R = attribute(model, x, target=target_class, method=method, progress=progress, **method_kwargs).double()
             A = R.abs()
             A = A / A.flatten(1).mean(1).clamp_min(1e-12)[:, None, None]
-            row[f"saliency_{a}"] = float(mean_saliency(A, m).mean())
-            row[f"rma_{a}"] = float(relevance_mass_accuracy(R, m, on_invalid="nan").nanmean())
-            row[f"area_{a}"] = float(m.flatten(1).float().mean(1).mean())
+            sal = mean_saliency(A, m)
+            rma = relevance_mass_accuracy(R, m, on_invalid="nan")
+            area = m.flatten(1).float().mean(1)
+            row[f"saliency_{a}"] = float(sal.mean())
+            row[f"rma_{a}"] = float(rma.nanmean())
+            row[f"area_{a}"] = float(area.mean())
+            if return_per_image:
+                per_exp.append(pd.DataFrame({"model": name, "artifact": a, "index": idx.numpy(),
+                                             "saliency": np.asarray(sal, dtype=float),
+                                             "rma": np.asarray(rma, dtype=float), "area": area.numpy().astype(float)}))
         rows[name] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "model"
     out.attrs.update(artifacts=list(arts), target_class=int(target_class), method=method, n_explain=int(n_explain),
                      seed=int(seed), test_sets=list(sets))
+    if return_per_image:
+        per_image = {"accuracy": pd.concat(per_acc, ignore_index=True),
+                     "insertion": pd.concat(per_ins, ignore_index=True),
+                     "explanation": pd.concat(per_exp, ignore_index=True)}
+        return out, per_image
     return out
