@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .._checks import as_images, as_labels, as_relevance, check_same_n, describe
+from ..explain.dataset import attribution_dataset
 
 __all__ = [
     "write_input_h5",
@@ -130,14 +131,14 @@ def write_attribution_h5(path: str | os.PathLike, relevance: Any, prediction: An
     check_same_n(relevance=R, prediction=P, labels=y)
     path = Path(path)
     with _tmp_then_replace(path) as fh:
-        fh.create_dataset("attribution", data=R.numpy().astype(np.float32), chunks=(1, *R.shape[1:]))
-        fh.create_dataset("prediction", data=P.astype(np.float32))
-        fh.create_dataset("label", data=y.numpy().astype(np.uint32))
+        attribution_dataset(fh, "attribution", data=R.numpy())
+        attribution_dataset(fh, "prediction", data=P)
+        attribution_dataset(fh, "label", data=y.numpy())
         if index is not None:
             idx = _np(index).astype(np.int64)
             if idx.shape != (len(R),) or (idx < 0).any():
                 raise ValueError(f"index must be (N,)={len(R)} non-negative positions; got {describe(idx)}")
-            fh.create_dataset("index", data=idx.astype(np.uint32))
+            attribution_dataset(fh, "index", data=idx)
     return path
 
 

@@ -55,6 +55,14 @@ def find_images(folder: Path, ids: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+def central_square(im: Image.Image) -> Image.Image:
+    """The largest centred square of a PIL image (``resize="crop"``)."""
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return im.crop((left, top, left + s, top + s))
+
+
 def load_isic_image(path: str | os.PathLike, size: int, resize: str = "stretch") -> np.ndarray:
     """Decode one photograph to a uint8 array (size, size, 3).
 
@@ -76,10 +84,7 @@ def load_isic_image(path: str | os.PathLike, size: int, resize: str = "stretch")
                     im.draft("RGB", (size, size))
             im = im.convert("RGB")
             if resize == "crop":
-                w, h = im.size
-                s = min(w, h)
-                left, top = (w - s) // 2, (h - s) // 2
-                im = im.crop((left, top, left + s, top + s))
+                im = central_square(im)
             im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.array(im, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -100,10 +105,7 @@ def load_isic_mask(path: str | os.PathLike, size: int, resize: str = "stretch") 
         with Image.open(path) as im:
             im = im.convert("L")
             if resize == "crop":
-                w, h = im.size
-                s = min(w, h)
-                left, top = (w - s) // 2, (h - s) // 2
-                im = im.crop((left, top, left + s, top + s))
+                im = central_square(im)
             arr = np.array(im.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read lesion mask {path}: {type(exc).__name__}: {exc}") from exc

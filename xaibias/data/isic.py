@@ -256,18 +256,9 @@ class ISICDataset(ImageTable):
             raise FileNotFoundError(f"images folder not found: {img_dir}")
         found = find_images(img_dir, table["image_id"].tolist())
         paths = table["image_id"].map(found)
-        absent = paths.isna().to_numpy()
-        if absent.any():
-            ids = table.loc[absent, "image_id"].tolist()
-            if missing == "error":
-                raise ValueError(
-                    f"{len(ids)} image id(s) of {self.source} have no .jpg/.jpeg/.png file under {img_dir}: "
-                    f"{ids[:5]}{' ...' if len(ids) > 5 else ''} (pass missing='drop' to leave them out)"
-                )
-            self._drop("image file not found", len(ids))
-            keep_rows = ~absent
-            table, paths = table[keep_rows], paths[keep_rows]
-            self.artifacts = self.artifacts[keep_rows].reset_index(drop=True)
+        keep = self._keep_found(table, paths, missing, "image file not found",
+                                f"image id(s) of {self.source} have no .jpg/.jpeg/.png file under {img_dir}")
+        table, paths = table[keep], paths[keep]
         if len(table) == 0:
             raise ValueError(f"no labelled images left from {self.source} (dropped: {self.dropped})")
         table = table.copy()
@@ -293,6 +284,18 @@ class ISICDataset(ImageTable):
             path = self.root / path
         return path
 
+    def _keep_found(self, table: pd.DataFrame, found: pd.Series, missing: str, reason: str, problem: str) -> np.ndarray:
+        """Rows whose file was found; the others raise (``missing="error"``) or are dropped and counted."""
+        absent = found.isna().to_numpy()
+        if absent.any():
+            ids = table.loc[absent, "image_id"].tolist()
+            if missing == "error":
+                raise ValueError(f"{len(ids)} {problem}: {ids[:5]}{' ...' if len(ids) > 5 else ''} "
+                                 f"(pass missing='drop' to leave them out)")
+            self._drop(reason, len(ids))
+            self.artifacts = self.artifacts[~absent].reset_index(drop=True)
+        return ~absent
+
     def _attach_masks(self, table: pd.DataFrame, folder: Path, missing: str) -> pd.DataFrame:
         if not folder.is_dir():
             raise FileNotFoundError(f"lesion masks folder not found: {folder}")
@@ -307,17 +310,9 @@ class ISICDataset(ImageTable):
             return None
 
         mp = table["image_id"].map(lookup)
-        absent = mp.isna().to_numpy()
-        if absent.any():
-            ids = table.loc[absent, "image_id"].tolist()
-            if missing == "error":
-                raise ValueError(
-                    f"{len(ids)} image(s) have no lesion mask (<id>_segmentation.png) under {folder}: "
-                    f"{ids[:5]}{' ...' if len(ids) > 5 else ''} (pass missing='drop' to leave them out)"
-                )
-            self._drop("lesion mask not found", len(ids))
-            self.artifacts = self.artifacts[~absent].reset_index(drop=True)
-            table, mp = table[~absent].copy(), mp[~absent]
+        keep = self._keep_found(table, mp, missing, "lesion mask not found",
+                                f"image(s) have no lesion mask (<id>_segmentation.png) under {folder}")
+        table, mp = table[keep].copy(), mp[keep]
         table["mask_path"] = mp
         self.masks_dir = folder
         return table

@@ -172,6 +172,22 @@ def _model_hash(model: nn.Module) -> str:
 # the file
 
 
+# The CoRelAy/ViRelAy attribution layout: one definition for attribute_dataset, the shard merge and
+# xaibias.analysis.export.write_attribution_h5.
+ATTRIBUTION_DTYPES: dict[str, type] = {"attribution": np.float32, "prediction": np.float32, "label": np.uint32,
+                                       "index": np.uint32}
+
+
+def attribution_dataset(fh: h5py.File, name: str, shape: tuple[int, ...] | None = None, data: Any = None) -> h5py.Dataset:
+    """Create dataset ``name`` of the attribution layout (its dtype; one map per chunk for ``attribution``)."""
+    dtype = ATTRIBUTION_DTYPES[name]
+    if data is not None:
+        data = np.asarray(data).astype(dtype, copy=False)
+        shape = data.shape
+    chunks = (1, *shape[1:]) if name == "attribution" else None
+    return fh.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=chunks)
+
+
 def _open_file(path: Path, settings: dict[str, Any], n_rows: int, n_chunks: int, resume: bool) -> h5py.File:
     if path.exists() and resume:
         try:
@@ -200,8 +216,8 @@ def _open_file(path: Path, settings: dict[str, Any], n_rows: int, n_chunks: int,
         fh.attrs[key] = value
     fh.attrs["complete"] = False
     fh.create_dataset("done", data=np.zeros(n_chunks, dtype=bool))
-    fh.create_dataset("index", shape=(n_rows,), dtype=np.uint32)
-    fh.create_dataset("label", shape=(n_rows,), dtype=np.uint32)
+    attribution_dataset(fh, "index", (n_rows,))
+    attribution_dataset(fh, "label", (n_rows,))
     fh.flush()
     return fh
 
@@ -209,8 +225,8 @@ def _open_file(path: Path, settings: dict[str, Any], n_rows: int, n_chunks: int,
 def _ensure_datasets(fh: h5py.File, n_rows: int, maps: torch.Tensor, logits: torch.Tensor) -> None:
     shape = (n_rows, *maps.shape[1:])
     if "attribution" not in fh:
-        fh.create_dataset("attribution", shape=shape, dtype=np.float32, chunks=(1, *maps.shape[1:]))
-        fh.create_dataset("prediction", shape=(n_rows, logits.shape[1]), dtype=np.float32)
+        attribution_dataset(fh, "attribution", shape)
+        attribution_dataset(fh, "prediction", (n_rows, logits.shape[1]))
     elif fh["attribution"].shape != shape or fh["prediction"].shape[1] != logits.shape[1]:
         raise ValueError(f"{fh.filename} holds attribution {fh['attribution'].shape} and prediction "
                          f"{fh['prediction'].shape} but this run gives {shape} and {tuple(logits.shape)} per chunk; "
@@ -430,10 +446,10 @@ def merge_shards(paths: Sequence[str | os.PathLike], out: str | os.PathLike, chu
             dst.attrs["complete"] = True
             dst.attrs["merged_from"] = world
             dst.create_dataset("done", data=np.ones(n_chunks, dtype=bool))
-            att = dst.create_dataset("attribution", shape=(n, *a_shape), dtype=np.float32, chunks=(1, *a_shape))
-            pred = dst.create_dataset("prediction", shape=(n, p_cols), dtype=np.float32)
-            lab = dst.create_dataset("label", shape=(n,), dtype=np.uint32)
-            idx = dst.create_dataset("index", shape=(n,), dtype=np.uint32)
+            att = attribution_dataset(dst, "attribution", (n, *a_shape))
+            pred = attribution_dataset(dst, "prediction", (n, p_cols))
+            lab = attribution_dataset(dst, "label", (n,))
+            idx = attribution_dataset(dst, "index", (n,))
             seen = np.zeros(n, dtype=bool)
             for fh in shaped:
                 rows = len(fh["index"])
