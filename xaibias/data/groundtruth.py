@@ -110,7 +110,7 @@ def _require(df: pd.DataFrame, cols: Iterable[str], path: Path, layout: str) -> 
         )
 
 
-def _as01(series: pd.Series, path: Path, col: str) -> np.ndarray:
+def _binary_column(series: pd.Series, path: Path, col: str) -> np.ndarray:
     values = pd.to_numeric(series, errors="coerce")
     bad = ~values.isin([0, 1])
     if bad.any():
@@ -123,7 +123,7 @@ def _as01(series: pd.Series, path: Path, col: str) -> np.ndarray:
 
 def _one_hot(df: pd.DataFrame, id_col: str, classes: Sequence[str], path: Path) -> list[str | None]:
     cols = [c for c in classes if c in df.columns]
-    hot = np.stack([_as01(df[c], path, c) for c in cols], axis=1)
+    hot = np.stack([_binary_column(df[c], path, c) for c in cols], axis=1)
     many = hot.sum(axis=1) > 1
     if many.any():
         ids = df.loc[many, id_col].tolist()
@@ -141,7 +141,7 @@ def _text_to_code(text: Any) -> str | None:
     return _TEXT_DIAGNOSIS.get(str(text).strip().lower())
 
 
-def _bm_to_bool(value: Any) -> bool | None:
+def _is_malignant_text(value: Any) -> bool | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     v = str(value).strip().lower()
@@ -166,7 +166,7 @@ def parse_ground_truth_csv(path: Path, layout: str) -> tuple[pd.DataFrame, tuple
             )
         raw = raw.iloc[:, :2]
         raw.columns = ["image_id", "benign_malignant"]
-        mal = [_bm_to_bool(v) for v in raw["benign_malignant"]]
+        mal = [_is_malignant_text(v) for v in raw["benign_malignant"]]
         bad = [v for v, m in zip(raw["benign_malignant"], mal) if m is None]
         if bad:
             raise ValueError(
@@ -186,8 +186,8 @@ def parse_ground_truth_csv(path: Path, layout: str) -> tuple[pd.DataFrame, tuple
     df.columns = [str(c).strip() for c in df.columns]
     _require(df, ISIC_LAYOUTS[layout], path, layout)
     if layout == "isic2017":
-        mel = _as01(df["melanoma"], path, "melanoma")
-        sk = _as01(df["seborrheic_keratosis"], path, "seborrheic_keratosis")
+        mel = _binary_column(df["melanoma"], path, "melanoma")
+        sk = _binary_column(df["seborrheic_keratosis"], path, "seborrheic_keratosis")
         if (mel & sk).any():
             ids = df.loc[mel & sk, "image_id"].tolist()
             raise ValueError(f"{path}: image(s) {ids[:5]} are marked both melanoma and seborrheic_keratosis")
@@ -204,7 +204,7 @@ def parse_ground_truth_csv(path: Path, layout: str) -> tuple[pd.DataFrame, tuple
         return df, classes
     if layout == "isic2020":
         df = df.rename(columns={"image_name": "image_id"})
-        df["malignant"] = _as01(df["target"], path, "target")
+        df["malignant"] = _binary_column(df["target"], path, "target")
         if "diagnosis" in df.columns:
             df["diagnosis"] = df["diagnosis"].fillna("unknown").astype(str)
         else:
@@ -244,7 +244,7 @@ def parse_archive_json(files: Sequence[Path]) -> pd.DataFrame:
             )
         clinical = meta.get("clinical", {}) or {}
         bm, dx = clinical.get("benign_malignant"), clinical.get("diagnosis")
-        mal = _bm_to_bool(bm)
+        mal = _is_malignant_text(bm)
         if mal is None:
             code = _text_to_code(dx)
             mal = None if code is None else code in MALIGNANT_DIAGNOSES

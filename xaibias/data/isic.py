@@ -309,11 +309,11 @@ class ISICDataset(ImageTable):
                     return str(found[stem])
             return None
 
-        mp = table["image_id"].map(lookup)
-        keep = self._keep_found(table, mp, missing, "lesion mask not found",
+        mask_paths = table["image_id"].map(lookup)
+        keep = self._keep_found(table, mask_paths, missing, "lesion mask not found",
                                 f"image(s) have no lesion mask (<id>_segmentation.png) under {folder}")
-        table, mp = table[keep].copy(), mp[keep]
-        table["mask_path"] = mp
+        table, mask_paths = table[keep].copy(), mask_paths[keep]
+        table["mask_path"] = mask_paths
         self.masks_dir = folder
         return table
 
