@@ -301,6 +301,40 @@ def test_rerun_replaces_an_earlier_audit(tree: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tree", "w.pt"]
 
 
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed beside this Python")
+def test_torchrun_shards_the_relevance_and_gives_the_same_report(tree: Path, tmp_path: Path) -> None:
+    from xaibias.models import make_model
+
+    f = tmp_path / "w.pt"
+    torch.save(make_model("small_vgg", 2).state_dict(), f)
+    common = [str(tree), "--model", str(f), "--arch", "small_vgg", "--size", "32", "--batch-size", "2",
+              "--methods", "accuracy,relevance,clusters,saliency"]
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([str(TORCHRUN), "--nproc_per_node=2", f"--master_port={port}", "-m", "xaibias", "audit",
+                          *common, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list((tmp_path / "c2").rglob("relevance.shard1of2.h5"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each torchrun process, so the floating-point sums run alike
+    try:
+        assert _run([*common, "--out", tmp_path / "one", "--cache-dir", tmp_path / "c1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert two["run"]["world_size"] == 2
+    assert _strip_run(two) == _strip_run(one)
+
+
 def test_local_imagenet_weights_are_used_for_pretrained(tmp_path: Path) -> None:
     import torchvision
 

@@ -35,6 +35,9 @@ class AuditError(Exception):
 #: The demo's planted bias: ISIC 2018 artifact rates, with the frame strongly tied to malignant.
 DEMO_BIAS: dict[str, tuple[float, float]] = {"frame": (0.8, 0.1)}
 
+#: Share of DATA held out for the audit when a zoo model is trained on the rest.
+TEST_FRACTION = 0.3
+
 _MALIGNANT_NAMES = ("malignant", "melanoma", "mel", "cancer", "positive")
 
 
@@ -52,7 +55,7 @@ class AuditData:
     source: str
     size: int
     key: str  # content key of ``audit`` (for the relevance cache)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # plain sentences; "split" stands for the held-out split
     full: dict[str, Any] = field(default_factory=dict)  # facts about all of DATA (before split/subset)
 
 
@@ -188,9 +191,9 @@ def load_data(args: Any, seed: int, size: int, train_needed: bool) -> AuditData:
         except ValueError as err:
             raise AuditError(f"--demo cannot make its images: {err}") from None
         full = {"n": len(ds), "class_names": list(ds.class_names), "artifacts": _flags(ds), "labels": ds.labels}
-        train, test = ds.split(test_fraction=0.3, seed=seed) if train_needed else (None, ds)
+        train, test = ds.split(test_fraction=TEST_FRACTION, seed=seed) if train_needed else (None, ds)
         if train_needed:
-            notes.append("the model was trained on 70% of the demo images and is audited on the other 30%")
+            notes.append("split")
         test, _ = _subset(test, args.max_images, seed)
         return AuditData(test, list(ds.class_names), _flags(test), {a: test.masks[a] for a in test.artifacts.columns},
                          test.masks["lesion"], train, "demo", "synthetic lesions (frame tied to malignant)", size,
@@ -263,16 +266,15 @@ def load_data(args: Any, seed: int, size: int, train_needed: bool) -> AuditData:
             ann = found[0] if len(found) == 1 else None
         ds = FolderDataset(path, size, annotations=ann)
         kind, source = "folder", f"{path} (class folders{', flags from ' + ann.name if ann is not None else ''})"
-    if ds.dropped:
-        notes.append("left out of DATA: " + ", ".join(f"{v} image(s): {k}" for k, v in ds.dropped.items()))
-    full = {"n": len(ds), "class_names": list(ds.class_names), "artifacts": _flags(ds), "labels": ds.labels}
+    full = {"n": len(ds), "class_names": list(ds.class_names), "artifacts": _flags(ds), "labels": ds.labels,
+            "dropped": dict(ds.dropped)}
     train = None
     if train_needed:
         try:
-            train, ds = ds.split(test_fraction=0.3, seed=seed)
+            train, ds = ds.split(test_fraction=TEST_FRACTION, seed=seed)
         except ValueError as err:
             raise AuditError(f"cannot split DATA {path} into training and audit parts: {err}") from None
-        notes.append("the model was trained on 70% of DATA (stratified by class) and is audited on the other 30%")
+        notes.append("split")
     ds, _ = _subset(ds, args.max_images, seed)
     return AuditData(ds, list(ds.class_names), _flags(ds), {}, None, train, kind, source, size, ds.cache_key(),
                      notes, full)

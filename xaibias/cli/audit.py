@@ -28,7 +28,16 @@ from tqdm.auto import tqdm
 
 from .. import __version__, config
 from .._cache import content_hash
-from ._inputs import DEMO_BIAS, AuditData, AuditError, load_data, load_model, probe, target_index
+from ._inputs import (
+    DEMO_BIAS,
+    TEST_FRACTION,
+    AuditData,
+    AuditError,
+    load_data,
+    load_model,
+    probe,
+    target_index,
+)
 
 __all__ = ["run_audit", "PARTS", "AuditError"]
 
@@ -361,7 +370,7 @@ def _saliency(R: np.ndarray, thumbs: torch.Tensor, data: AuditData, labels: np.n
     if "ink" not in masks:
         ink = segment_ink(thumbs.float() / 255.0)
         if "ink" in data.artifacts.columns:
-            ink = ink & torch.as_tensor(data.artifacts["ink"].to_numpy(bool))[:, None, None]
+            ink = ink & torch.from_numpy(np.array(data.artifacts["ink"], dtype=bool))[:, None, None]
         masks["ink"] = (ink, "segment_ink (colour thresholds)")
     rows, skipped = [], {}
     Rt = torch.from_numpy(R).double()
@@ -393,7 +402,10 @@ def _saliency(R: np.ndarray, thumbs: torch.Tensor, data: AuditData, labels: np.n
 
 def _verdict(report: dict) -> dict:
     out: dict[str, Any] = {"threshold_pp": _REACT_PP, "reacts_to": [], "ignores": [], "clusters": None,
-                           "worst_group": report.get("accuracy", {}).get("worst_group")}
+                           "worst_group": report.get("accuracy", {}).get("worst_group"), "no_skill": None}
+    acc = report.get("accuracy", {}).get("overall")
+    if acc and acc["accuracy_ci_low"] is not None:
+        out["no_skill"] = bool(acc["accuracy_ci_low"] <= acc["majority_rate"])
     ins = report.get("insertion")
     if ins:
         heads = [r for r in ins["rows"] if r["true_class"] == "all" and r["mean_change_pp"] is not None]
@@ -481,6 +493,8 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
         _leave(world)
         return None
 
+    for stale in out.resolve().parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed audit into the same --out
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -511,7 +525,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
             h5 = _relevance(model, data, method, target, map_size, args.batch_size, cache_root, info.hash, world,
                             rank)
             R = _read_maps(h5)
-            report["relevance"] = {"n": int(len(R)), "map_size": int(R.shape[-1]), "world_size": world}
+            report["relevance"] = {"n": int(len(R)), "map_size": int(R.shape[-1])}
             figures["relevance"] = _report.relevance_figure(thumbs, R, labels, y_pred, data, target, seed)
             cache_file = str(h5)
         else:
@@ -537,7 +551,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
         report["run"] = {
             "started": started, "wall_s": _f(time.time() - t0, 1), "cpu_s": _f(time.process_time() - c0, 1),
             "argv": argv or [], "out": str(out), "relevance_file": cache_file, "device": device,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "world_size": world,
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=False))
         (tmp / "report.html").write_text(_report.render(report, figures), encoding="utf-8")
@@ -566,7 +580,10 @@ def _data_facts(data: AuditData) -> dict:
             a: {str(c): _f(full_flags[a].to_numpy(bool)[full_labels == i].mean()) if (full_labels == i).any() else None
                 for i, c in enumerate(data.full["class_names"])}
             for a in full_flags.columns},
-        "notes": data.notes,
+        "notes": [n for n in data.notes if n != "split"],
+        "held_out": {"train_share": _f(1 - TEST_FRACTION), "audit_share": TEST_FRACTION} if "split" in data.notes
+        else None,
+        "dropped": {str(k): int(v) for k, v in data.full.get("dropped", {}).items()},
     }
 
 

@@ -102,7 +102,10 @@ def _num(v: Any, d: int = 3) -> str:
 
 
 def _pp(v: Any) -> str:
-    return "&ndash;" if v is None else f"{v:+.1f}"
+    if v is None:
+        return "&ndash;"
+    text = f"{v:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 def _pct(v: Any) -> str:
@@ -160,6 +163,12 @@ def _verdict(report: dict) -> str:
     v = report.get("verdict", {})
     target = _e(report["settings"]["target_class"])
     out = []
+    o = report.get("accuracy", {}).get("overall")
+    if v.get("no_skill") and o:
+        interval = _ci(o["accuracy_ci_low"], o["accuracy_ci_high"], _num)
+        out.append(f'<p class="skip">Caution: accuracy {_num(o["accuracy"])} {interval} is not clearly above the '
+                   f'majority-class rate {_num(o["majority_rate"])}: the findings below describe a model that has '
+                   f'learned little.</p>')
     if "insertion" not in report:
         out.append("<p>No verdict on artifacts: counterfactual insertion was not run.</p>")
     elif v.get("reacts_to"):
@@ -197,8 +206,15 @@ def _data(report: dict) -> str:
     out.append(f"<p>Model: <code>{_e(m['name'])}</code> ({_e(m['source'])}"
                + (f", architecture <code>{_e(m['arch'])}</code>" if m.get("arch") else "")
                + f"), {_int(m['n_parameters'])} parameters, weights hash <code>{_e(m['hash'])}</code>.</p>")
+    held = d.get("held_out")
+    if held:
+        out.append(f'<p class="note">The model was trained on {_pct(held["train_share"])} of the images (stratified '
+                   f'by class) and is audited on the other {_pct(held["audit_share"])}, which it has not seen.</p>')
     for note in d.get("notes", []):
         out.append(f'<p class="note">{_e(note)}.</p>')
+    if d.get("dropped"):
+        out.append('<p class="note">Left out of DATA: '
+                   + "; ".join(f"{_int(n)} image(s): {_e(why)}" for why, n in d["dropped"].items()) + ".</p>")
     rates = d.get("artifact_rates", {})
     if rates:
         classes = list(next(iter(d["artifact_rates_by_class"].values())).keys())
