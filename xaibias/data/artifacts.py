@@ -163,7 +163,7 @@ def _place_disk(
     return best  # type: ignore[return-value]
 
 
-class _Canvas:
+class Canvas:
     """A supersampled greyscale PIL canvas whose coverage becomes an antialiased alpha map."""
 
     def __init__(self, h: int, w: int, ss: int | None = None):
@@ -181,7 +181,8 @@ class _Canvas:
         return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def _bezier(p0: Array, p1: Array, p2: Array, n: int) -> Array:
+def bezier(p0: Array, p1: Array, p2: Array, n: int) -> Array:
+    """``n`` points of the quadratic Bezier curve from ``p0`` to ``p2`` with control point ``p1``."""
     t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
@@ -275,8 +276,8 @@ def _paint_ruler(
     if numbers is None:
         numbers = s >= 96
     ss = 4 if s <= 128 else 2
-    band = _Canvas(ch, cw, ss)
-    ticks = _Canvas(ch, cw, ss)
+    band = Canvas(ch, cw, ss)
+    ticks = Canvas(ch, cw, ss)
     f = ss
     band.draw.rectangle([x0 * f, gap * f, (x0 + length) * f, (gap + thick) * f], fill=255)
     tick_w = max(1, int(round(f * max(1.0, s / 160))))
@@ -331,7 +332,7 @@ def _paint_ink(
     ns = int(rng.integers(1, 4)) if n_strokes is None else int(n_strokes)
     nd = int(rng.integers(0, 5)) if n_dots is None else int(n_dots)
     lw = max(1.5, (rng.uniform(0.015, 0.03) if width is None else float(width)) * s)
-    cv = _Canvas(h, w)
+    cv = Canvas(h, w)
     f = cv.ss
     for _ in range(ns):
         theta = rng.uniform(0, 2 * np.pi)
@@ -340,7 +341,7 @@ def _paint_ink(
         angles = theta + np.array([-half, 0.0, half]) * rng.uniform(0.7, 1.3, 3)
         radii = dist * rng.uniform(0.85, 1.15, 3)
         p = np.stack([cy + radii * np.sin(angles), cx + radii * np.cos(angles)], axis=1)
-        curve = _bezier(p[0], p[1], p[2], 12)
+        curve = bezier(p[0], p[1], p[2], 12)
         cv.draw.line(cv.pts(curve[:, 0], curve[:, 1]), fill=255, width=max(1, int(round(lw * f))), joint="curve")
     for _ in range(nd):
         theta = rng.uniform(0, 2 * np.pi)
@@ -373,7 +374,7 @@ def _paint_hair(
     _, h, w = img.shape
     s = min(h, w)
     nh = int(rng.integers(1, 6)) if n is None else int(n)
-    cv = _Canvas(h, w)
+    cv = Canvas(h, w)
     f = cv.ss
     for _ in range(nh):
         lw = float(width) if width is not None else max(0.8, rng.uniform(0.004, 0.009) * s)
@@ -383,7 +384,7 @@ def _paint_hair(
         p2 = p0 + length * np.array([np.sin(ang), np.cos(ang)], np.float32)
         bend = rng.uniform(-0.3, 0.3) * length
         p1 = (p0 + p2) / 2 + bend * np.array([np.cos(ang), -np.sin(ang)], np.float32)
-        curve = _bezier(p0, p1, p2, max(8, int(length / 4)))
+        curve = bezier(p0, p1, p2, max(8, int(length / 4)))
         cv.draw.line(cv.pts(curve[:, 0], curve[:, 1]), fill=255, width=max(1, int(round(lw * f))), joint="curve")
     alpha = cv.alpha() * rng.uniform(0.8, 0.95)
     col = _jitter(rng, (0.1, 0.07, 0.05), 0.05) if color is None else np.asarray(color, np.float32)
@@ -523,7 +524,7 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
         )
 
 
-def _paint_np(img: Array, name: str, rng: np.random.Generator, lesion_mask: Array | None, params: dict) -> Array:
+def paint_np(img: Array, name: str, rng: np.random.Generator, lesion_mask: Array | None, params: dict) -> Array:
     """Paint onto a float32 (3,H,W) numpy array in place; return the bool (H,W) mask."""
     mask = _PAINTERS[name](img, rng, lesion_mask, **params)
     return np.ascontiguousarray(mask, dtype=bool)
@@ -568,7 +569,7 @@ def paint_artifact(
         if lmt.shape[0] != 1 or tuple(lmt.shape[1:]) != img.shape[1:]:
             raise ValueError(f"lesion_mask must be bool (H,W) = {img.shape[1:]}; got {describe(lesion_mask)}")
         lm = lmt[0].cpu().numpy()
-    mask = _paint_np(img, name, _as_rng(rng), lm, params)
+    mask = paint_np(img, name, _as_rng(rng), lm, params)
     if is_np:
         return img, mask
     return torch.from_numpy(img), torch.from_numpy(mask)
@@ -622,5 +623,5 @@ def insert_artifact(
         rng = np.random.default_rng([int(seed), i])
         if rng.random() >= p:
             continue
-        masks[i] = _paint_np(out[i], name, rng, None if lms is None else lms[i], params)
+        masks[i] = paint_np(out[i], name, rng, None if lms is None else lms[i], params)
     return torch.from_numpy(out), torch.from_numpy(masks)

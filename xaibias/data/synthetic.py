@@ -81,7 +81,7 @@ import torch
 
 from .._checks import as_images, as_masks, describe
 from ._base import ArrayDataset
-from .artifacts import ARTIFACTS, PAINTER_PARAMS, _bezier, _Canvas, _paint_np
+from .artifacts import ARTIFACTS, PAINTER_PARAMS, Canvas, bezier, paint_np
 
 __all__ = [
     "SyntheticLesions",
@@ -472,14 +472,14 @@ def _vessels_dots(
     _, h, w = img.shape
     s = float(min(h, w))
     if nves > 0:
-        cv = _Canvas(h, w)
+        cv = Canvas(h, w)
         for _ in range(nves):
             t = rng.uniform(0, 2 * np.pi)
             p0 = np.array([h / 2 + cy, w / 2 + cx]) + rng.uniform(0, 0.5) * radius * np.array([np.sin(t), np.cos(t)])
             t2 = t + rng.uniform(-1.5, 1.5)
             p2 = p0 + rng.uniform(0.4, 0.9) * radius * np.array([np.sin(t2), np.cos(t2)])
             p1 = (p0 + p2) / 2 + rng.normal(0, 0.2 * radius, 2)
-            curve = _bezier(p0 - 0.5, p1 - 0.5, p2 - 0.5, 8)
+            curve = bezier(p0 - 0.5, p1 - 0.5, p2 - 0.5, 8)
             lw = max(1, int(round(max(0.7, s / 90) * cv.ss)))
             cv.draw.line(cv.pts(curve[:, 0], curve[:, 1]), fill=255, width=lw)
         va = cv.alpha() * 0.8 * alpha
@@ -610,7 +610,7 @@ class SyntheticLesions(ArrayDataset):
             for a in _PAINT_ORDER:
                 if present[a][i]:
                     arng = np.random.default_rng([seed, 2, i, ARTIFACTS.index(a)])
-                    masks[a][i] = _paint_np(images[i], a, arng, masks["lesion"][i], params.get(a, {}))
+                    masks[a][i] = paint_np(images[i], a, arng, masks["lesion"][i], params.get(a, {}))
 
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels.astype(np.int64))
