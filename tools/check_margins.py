@@ -48,8 +48,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_one(nb: Path, seed: int, threads: int, out: Path, timeout: int) -> dict:
     """Execute ``nb`` once; return a summary row. Findings go to the run's JSONL file."""
-    findings = out / f"{nb.stem}-s{seed}-t{threads}.jsonl"
-    if findings.is_file() and findings.read_text().rstrip().endswith('"done"}'):
+    findings = out.resolve() / f"{nb.stem}-s{seed}-t{threads}.jsonl"  # the kernel runs in notebooks/
+    runs = [json.loads(line) for line in findings.read_text().splitlines() if '"kind": "run"' in line] \
+        if findings.is_file() else []
+    if runs and runs[-1].get("ok"):
         return {"notebook": nb.stem, "seed": seed, "threads": threads, "ok": True, "seconds": None,
                 "reused": True}
     findings.unlink(missing_ok=True)
@@ -65,7 +67,9 @@ def run_one(nb: Path, seed: int, threads: int, out: Path, timeout: int) -> dict:
         )
         seconds = time.perf_counter() - start
     ok = proc.returncode == 0
-    error = "" if ok else (proc.stdout.strip().splitlines() or ["?"])[-3:]
+    # run_notebooks prints the failing cell's error indented under the notebook's line
+    error = "" if ok else [line.strip() for line in proc.stdout.splitlines() if line.startswith("    ")][-3:] or \
+        (proc.stdout.strip().splitlines() or ["?"])[-3:]
     with open(findings, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"kind": "run", "ok": ok, "seconds": round(seconds, 1), "error": error,
                              "status": "done"}) + "\n")
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not args.table_only:
