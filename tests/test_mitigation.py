@@ -22,8 +22,8 @@ def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
 
 
 def test_methods_constant():
-    assert xb.mitigation.METHODS == ("resample", "augment", "rrr")
-    assert set(xb.mitigation.OPTIONS) == set(xb.mitigation.METHODS)
+    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr")
+    assert set(xb.mitigation.OPTIONS) == set(xb.mitigation.CORRECTIONS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,16 +227,52 @@ def test_rrr_prepare_uses_dataset_masks(biased):
     assert hook(model, biased.images[idx], biased.labels[idx], idx).item() == 0.0
 
 
-def test_fit_or_load_with_each_mitigation_trains(biased):
-    small = biased.subset(np.arange(32))
-    plain = xb.models.fit_or_load("small_vgg", small, epochs=1, batch_size=16, cache=False, progress=False, device="cpu")
-    for method, opts in (("augment", {"p": 0.5}), ("rrr", {"lam": 1.0}), ("resample", {})):
-        model = xb.models.fit_or_load(
-            "small_vgg", small, epochs=1, batch_size=16, mitigation=method, mitigation_options=opts,
-            cache=False, progress=False, device="cpu",
-        )
-        differs = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
-        assert differs, method
+def test_fit_or_load_trains_on_what_prepare_returns(biased, monkeypatch):
+    # mitigation.fit_or_load must hand models.train exactly the prepared data and hooks: the resampled
+    # subset (class independent of the frame), the augment callable, the rrr loss hook on the masks
+    small = biased.subset(np.arange(120))
+    seen = {}
+
+    def fake_train(model, data, **kw):
+        seen["data"], seen["kw"] = data, kw
+        return model
+
+    monkeypatch.setattr(xb.models, "train", fake_train)
+    xb.mitigation.fit_or_load("small_vgg", small, "resample", {"artifacts": ["frame"]}, epochs=1, cache=False,
+                              progress=False, device="cpu")
+    expected, _ = prepare("resample", small, artifacts=["frame"])
+    assert torch.equal(seen["data"].labels, expected.labels) and len(seen["data"]) < len(small)
+    assert "augment" not in seen["kw"] and "loss_hook" not in seen["kw"]
+
+    xb.mitigation.fit_or_load("small_vgg", small, "augment", {"p": 0.5}, epochs=1, cache=False, progress=False)
+    assert seen["data"] is small and seen["kw"]["augment"].class_probs is not None
+
+    xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 3.0}, epochs=1, cache=False, progress=False)
+    hook = seen["kw"]["loss_hook"]
+    assert seen["data"] is small and hook.lam == 3.0
+    framed = np.flatnonzero(small.artifacts["frame"].to_numpy())[:4]
+    idx = torch.from_numpy(framed)
+    assert hook(xb.models.make_model("small_vgg"), small.images[idx], small.labels[idx], idx).item() > 0
+
+    xb.mitigation.fit_or_load("small_vgg", small, None, epochs=1, cache=False, progress=False)
+    assert "loss_hook" not in seen["kw"] and "augment" not in seen["kw"]
+    with pytest.raises(ValueError, match="without a method"):
+        xb.mitigation.fit_or_load("small_vgg", small, None, {"lam": 1.0}, epochs=1)
+    with pytest.raises(ValueError, match="hooks_key= is set by mitigation.fit_or_load"):
+        xb.mitigation.fit_or_load("small_vgg", small, "rrr", hooks_key="x", epochs=1)
+
+
+def test_fit_or_load_caches_per_correction(biased):
+    # one cache entry per correction and options; the same call again loads instead of training
+    small = biased.subset(np.arange(64))
+    kw = dict(epochs=1, batch_size=16, progress=False, device="cpu")
+    folder = xb.config.cache_dir("models")
+    before = set(folder.glob("small_vgg-*.pt"))
+    a = xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
+    b = xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
+    xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 2.0}, **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert len(set(folder.glob("small_vgg-*.pt")) - before) == 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,4 +323,4 @@ def test_bad_inputs_give_clear_errors(biased):
         rrr_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool), grad_of="target_logit")
     # through fit_or_load the same messages reach the user
     with pytest.raises(ValueError, match="unknown mitigation"):
-        xb.models.fit_or_load("small_vgg", biased, epochs=1, mitigation="nope", cache=False, progress=False)
+        xb.mitigation.fit_or_load("small_vgg", biased, "nope", epochs=1, cache=False, progress=False)

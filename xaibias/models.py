@@ -364,22 +364,10 @@ def train(
     return model.eval()
 
 
-def _mitigation_hooks(mitigation: str | None, train_set: Any, options: dict) -> tuple[Any, dict]:
-    """Resolve ``mitigation=`` into a (possibly resampled) training set and train() keyword args."""
-    if mitigation is None:
-        return train_set, {}
-    from . import mitigation as _mit  # mitigation sits beside models and uses data and models
-
-    prepare = getattr(_mit, "prepare", None)
-    if prepare is None:
-        raise NotImplementedError("xaibias.mitigation.prepare is not available in this version")
-    return prepare(mitigation, train_set, **options)
-
-
 # The code that decides what a trained model is: architectures and the training loop, the input
-# checks, the data generators (a change to a painter changes the training images) and the
-# mitigations that prepare data and losses. A change to any of them gives new cache keys.
-TRAINING_CODE = ("models.py", "_checks.py", "_cache.py", "data", "mitigation")
+# checks and the data generators (a change to a painter changes the training images). A change to
+# any of them gives new cache keys. Code that passes train_hooks names its own version in hooks_key.
+TRAINING_CODE = ("models.py", "_checks.py", "_cache.py", "data")
 
 
 def training_code_version() -> str:
@@ -399,8 +387,8 @@ def fit_or_load(
     class_balance: bool = True,
     augment: Callable | None = None,
     augment_key: str | None = None,
-    mitigation: str | None = None,
-    mitigation_options: dict | None = None,
+    train_hooks: dict[str, Callable] | None = None,
+    hooks_key: str | None = None,
     device: str | None = None,
     cache: bool = True,
     progress: bool = True,
@@ -408,10 +396,15 @@ def fit_or_load(
     """Train ``name`` on ``train_set`` once; later calls with the same inputs load the cached weights.
 
     The cache key hashes the training data (``train_set.cache_key()`` when present, else the image
-    and label bytes), the model name, every hyper-parameter, the mitigation and its options,
-    :func:`training_code_version` (the source of the code that makes a model, and the torch
-    version: a model trained by older code is never loaded), and ``augment_key`` (a string naming the augmentation; a custom ``augment`` callable without an
-    ``augment_key`` disables caching, since a function cannot be hashed reliably).
+    and label bytes), the model name, every hyper-parameter, :func:`training_code_version` (the
+    source of the code that makes a model, and the torch version: a model trained by older code is
+    never loaded), ``augment_key`` (a string naming the augmentation) and ``hooks_key``. A callable
+    cannot be hashed reliably, so an ``augment`` without ``augment_key``, or ``train_hooks``
+    without ``hooks_key``, disables caching.
+
+    ``train_hooks`` are extra keyword arguments of :func:`train` (``augment=``, ``loss_hook=``)
+    prepared by other code, for example :func:`xaibias.mitigation.fit_or_load`, which trains with a
+    bias correction through this function; ``hooks_key`` describes them (method, options, code).
 
     Returns the model in eval mode on ``device`` (default :func:`xaibias.config.device`).
     """
@@ -420,13 +413,17 @@ def fit_or_load(
     images, labels = as_tensors(train_set)
     classes = int(num_classes) if num_classes is not None else max(2, int(labels.max()) + 1)
     dev = device or config.device()
-    options = dict(mitigation_options or {})
+    extra = dict(train_hooks or {})
+    if augment is not None:
+        if "augment" in extra:
+            raise ValueError("augment= cannot be combined with train_hooks that augment themselves")
+        extra["augment"] = augment
     key = content_hash(
         dataset_key(train_set), name, classes, epochs, seed, lr, batch_size, pretrained, class_balance,
-        augment_key, mitigation, options, training_code_version(),
+        augment_key, hooks_key, training_code_version(),
     )
     path = config.cache_dir("models") / f"{name}-{key}.pt"
-    use_cache = cache and (augment is None or augment_key is not None)
+    use_cache = cache and (augment is None or augment_key is not None) and (not train_hooks or hooks_key is not None)
     model = make_model(name, classes, pretrained=pretrained, seed=seed)
     if use_cache:
         state = safe_load(path)
@@ -436,12 +433,7 @@ def fit_or_load(
                 return model.to(dev).eval()
             except (RuntimeError, KeyError):
                 pass  # stale or corrupt: retrain below
-    data, extra = _mitigation_hooks(mitigation, train_set, options)
-    if augment is not None:
-        if "augment" in extra:
-            raise ValueError("augment= cannot be combined with a mitigation that augments itself")
-        extra["augment"] = augment
-    train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, class_balance=class_balance, seed=seed,
+    train(model, train_set, epochs=epochs, lr=lr, batch_size=batch_size, class_balance=class_balance, seed=seed,
           device=dev, progress=progress, **extra)
     if use_cache:
         atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)

@@ -1,6 +1,7 @@
-"""Bias mitigation for training: ``METHODS == ("resample", "augment", "rrr")``.
+"""Bias mitigation for training: ``CORRECTIONS == ("resample", "augment", "rrr")``.
 
-Used through ``xaibias.models.fit_or_load(..., mitigation=...)``.
+Train with ``xaibias.mitigation.fit_or_load(name, train_set, method, options, epochs=..., ...)``; it
+prepares the data and training hooks and calls :func:`xaibias.models.fit_or_load`.
 """
 
 from .methods import *  # noqa: F401,F403

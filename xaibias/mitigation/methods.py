@@ -1,8 +1,10 @@
 """Three ways to train a model that ignores a known artifact (notebook 06).
 
-Every method plugs into :func:`xaibias.models.fit_or_load` as ``mitigation=<name>`` with JSON-able
-``mitigation_options``; ``fit_or_load`` calls :func:`prepare`, which returns the training data and
-the extra keyword arguments for :func:`xaibias.models.train`.
+:func:`fit_or_load` trains a model with one of :data:`CORRECTIONS` and JSON-able ``options``: it
+calls :func:`prepare`, which returns the training data and the extra keyword arguments for
+:func:`xaibias.models.train`, and hands both to :func:`xaibias.models.fit_or_load` (cached like any
+model; the key names the correction, its options and this package's source). Mitigation uses
+``models``; ``models`` knows nothing of mitigation.
 
 ``"resample"`` -- class/artifact balanced sampling
     Keep a subset of the training set in which the class no longer depends on the artifact:
@@ -37,7 +39,7 @@ the extra keyword arguments for :func:`xaibias.models.train`.
     The mean is over all images of the batch (images without the artifact contribute zero), so
     ``lam`` does not depend on the batch size.
 
-Public names: :data:`METHODS`, :data:`OPTIONS`, :func:`prepare`, :func:`balanced_indices`,
+Public names: :data:`CORRECTIONS`, :data:`OPTIONS`, :func:`fit_or_load`, :func:`prepare`, :func:`balanced_indices`,
 :func:`make_augment`, :func:`rrr_penalty`, :func:`make_rrr_hook`.
 """
 
@@ -53,12 +55,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import models
+from .._cache import content_hash, source_hash
 from .._checks import as_images, as_labels, as_masks, describe
 from ..data import ARTIFACTS, insert_artifact, unbiased_resample
 
 __all__ = [
-    "METHODS",
+    "CORRECTIONS",
     "OPTIONS",
+    "fit_or_load",
     "prepare",
     "balanced_indices",
     "make_augment",
@@ -66,7 +71,7 @@ __all__ = [
     "make_rrr_hook",
 ]
 
-METHODS: tuple[str, ...] = ("resample", "augment", "rrr")
+CORRECTIONS: tuple[str, ...] = ("resample", "augment", "rrr")
 
 #: Options of each method and their defaults (``artifacts`` takes a name or a list of names).
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -84,8 +89,8 @@ _GRAD_OF = ("log_probs", "target_logit")
 
 
 def _check_method(method: Any) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown mitigation {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown mitigation {method!r}; choose one of {', '.join(CORRECTIONS)}")
     return method
 
 
@@ -350,15 +355,15 @@ def make_rrr_hook(
 
 
 # --------------------------------------------------------------------------------------------------
-# entry point used by fit_or_load
+# entry points
 
 
 def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str, Any]]:
-    """Turn ``mitigation=method`` with ``options`` into ``(data, extra_train_kwargs)``.
+    """Turn ``method`` with ``options`` into ``(data, extra_train_kwargs)``.
 
     Parameters
     ----------
-    method : one of :data:`METHODS`
+    method : one of :data:`CORRECTIONS`
     train_set : the training set (a dataset with ``.images``, ``.labels`` and, depending on the
         method, ``.artifacts`` (resample; augment with ``balance=True``), ``.subset`` (resample)
         and ``.masks`` (rrr)), e.g. :class:`xaibias.data.SyntheticLesions`
@@ -412,3 +417,33 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
     if len(union) != len(train_set.labels):
         raise ValueError(f"masks have {len(union)} rows but the training set has {len(train_set.labels)} images")
     return train_set, {"loss_hook": make_rrr_hook(union, lam=opts["lam"], grad_of=opts["grad_of"])}
+
+
+def fit_or_load(name: str, train_set: Any, method: str | None = None, options: dict | None = None,
+                **fit_kwargs: Any) -> nn.Module:
+    """Train model ``name`` on ``train_set`` with the bias correction ``method`` (cached).
+
+    Parameters
+    ----------
+    name : a model name of :data:`xaibias.models.MODELS`
+    train_set : the training set (see :func:`prepare` for what each method needs)
+    method : one of :data:`CORRECTIONS`, or None for plain training
+    options : the method's options (:data:`OPTIONS`); JSON-able, they are part of the cache key
+    **fit_kwargs : passed on to :func:`xaibias.models.fit_or_load` (``epochs``, ``seed``, ``lr``,
+        ``batch_size``, ``device``, ...)
+
+    Returns
+    -------
+    The trained model in eval mode, as :func:`xaibias.models.fit_or_load` returns it.
+    """
+    if method is None:
+        if options:
+            raise ValueError(f"options {options!r} were given without a method; pick one of {', '.join(CORRECTIONS)}")
+        return models.fit_or_load(name, train_set, **fit_kwargs)
+    for taken in ("train_hooks", "hooks_key"):
+        if taken in fit_kwargs:
+            raise ValueError(f"{taken}= is set by mitigation.fit_or_load itself; call xaibias.models.fit_or_load to pass it")
+    opts = dict(options or {})
+    data, hooks = prepare(method, train_set, **opts)
+    key = content_hash("mitigation", method, opts, source_hash("mitigation"))
+    return models.fit_or_load(name, data, train_hooks=hooks, hooks_key=key, **fit_kwargs)
