@@ -186,7 +186,7 @@ def test_report_loads_in_headless_chromium(demo: Path) -> None:
     url = (demo / "report.html").resolve().as_uri()
     res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
                           "--v=0", "--virtual-time-budget=3000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=600)
     dom = res.stdout
     assert 'data-ready="yes"' in dom, res.stderr[-2000:]
     assert "data-error" not in dom
