@@ -35,3 +35,12 @@ def test_margins_table_takes_the_worst_run(tmp_path):
     assert "| 00_x | drop | >= 0.1 | 0.05 | 0.3 | -0.05 | 2/3 |" in table
     assert "| 00_x | tau | observed, not asserted | -0.4 | 0.1 | | 2 runs |" in table
     assert "runs that did not finish** | | | | | 00_x-s2-t2" in table
+
+
+def test_pipes_in_names_are_escaped(tmp_path):
+    row = {"kind": "check", "name": "largest |x - 1|", "value": 0.1, "op": "<", "bound": 0.5, "margin": 0.4,
+           "passed": True, "notebook": "03_x"}
+    _write(tmp_path / "03_x-s0-t1.jsonl", [row])
+    table = cm.margins_table(cm.load_findings(tmp_path), cm.load_runs(tmp_path))
+    assert "| 03_x | largest \\|x - 1\\| | < 0.5 |" in table
+

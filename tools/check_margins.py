@@ -129,6 +129,7 @@ def margins_table(rows: list[dict], runs: list[dict]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in sorted(order, key=lambda k: (k[0], k[1] != "check", order.index(k))):
         nb, kind, name, op, bound = key
+        name = name.replace("|", "\\|")  # a pipe in a finding's name would end its table cell
         vals = by_key[key]
         total = len(runs_per_nb.get(nb, ())) or len(vals)
         lo = min(v["value"] for v in vals)
