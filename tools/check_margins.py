@@ -125,6 +125,8 @@ def margins_table(rows: list[dict], runs: list[dict]) -> str:
         runs_per_nb[nb].add(run["run"])
         if not run.get("ok"):
             failed_runs[nb].append(run["run"])
+    for r in rows:  # a run cut off after its checks has findings but no run row
+        runs_per_nb[r["notebook"]].add(r["run"])
     lines = ["| notebook | finding | asserted | min | max | smallest margin | runs passed |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in sorted(order, key=lambda k: (k[0], k[1] != "check", order.index(k))):
