@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Plotting and widgets pull in matplotlib and ipywidgets; load them on first use.
-    if name in ("viz", "widgets"):
+    if name in ("viz", "widgets", "teaching"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

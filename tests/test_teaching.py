@@ -1,0 +1,358 @@
+"""Every exercise check: a right answer passes, a wrong one fails naming the mistake, `...` is not an error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from xaibias import teaching
+from xaibias.analysis import checker as chk
+from xaibias.explain import reference as ref
+
+NOT_ANSWERED = "Not answered yet"
+
+
+def assert_pending(capsys, fn, *args, **kwargs):
+    """Ellipsis answers print a note and return None (no error)."""
+    assert fn(*args, **kwargs) is None
+    assert NOT_ANSWERED in capsys.readouterr().out
+
+
+def assert_wrong(fn, *args, match: str, **kwargs):
+    with pytest.raises(teaching.NotYet, match=match) as err:
+        fn(*args, **kwargs)
+    assert str(err.value).startswith("Not yet: ")
+    assert isinstance(err.value, AssertionError)  # a notebook's nbval run fails on it like on an assert
+
+
+def assert_right(capsys, fn, *args, **kwargs) -> str:
+    assert fn(*args, **kwargs) is True
+    out = capsys.readouterr().out
+    assert out.startswith("Right: ")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 00
+
+FLAGS = np.array([True, True, False, False, True, False, False, False])
+LABELS = np.array([1, 0, 0, 1, 1, 0, 0, 1])
+# rule frame -> malignant right on images 0, 2, 4, 5, 6: 5 of 8
+
+
+def test_rule_accuracy(capsys):
+    assert_right(capsys, teaching.check_rule_accuracy, 5 / 8, FLAGS, LABELS)
+    assert_wrong(teaching.check_rule_accuracy, 3 / 8, FLAGS, LABELS, match="opposite rule")
+    assert_wrong(teaching.check_rule_accuracy, 62.5, FLAGS, LABELS, match="percentage")
+    assert_wrong(teaching.check_rule_accuracy, 0.4, FLAGS, LABELS, match="your accuracy is 0.400")
+    assert_wrong(teaching.check_rule_accuracy, np.array([0.5, 0.6]), FLAGS, LABELS, match="single number")
+    assert_pending(capsys, teaching.check_rule_accuracy, ..., FLAGS, LABELS)
+    assert_pending(capsys, teaching.check_rule_accuracy, None, FLAGS, LABELS)
+
+
+def test_group_accuracy(capsys):
+    correct = np.array([1, 0, 1, 1, 0, 1, 1, 1], float)   # framed 0,1,4: 1/3; unframed: 5/5
+    assert_right(capsys, teaching.check_group_accuracy, 1 / 3, 1.0, correct, FLAGS)
+    assert_wrong(teaching.check_group_accuracy, 1.0, 1 / 3, correct, FLAGS, match="swapped")
+    assert_wrong(teaching.check_group_accuracy, 0.75, 1.0, correct, FLAGS, match="over all images")
+    assert_wrong(teaching.check_group_accuracy, 33.3, 100.0, correct, FLAGS, match="fractions")
+    assert_wrong(teaching.check_group_accuracy, 0.5, 1.0, correct, FLAGS, match="mean of the per-image")
+    assert_pending(capsys, teaching.check_group_accuracy, ..., ..., correct, FLAGS)
+
+
+def test_reversed_drop(capsys):
+    assert_right(capsys, teaching.check_reversed_drop, 0.31, 0.90, 0.59)
+    assert_wrong(teaching.check_reversed_drop, -0.31, 0.90, 0.59, match="other order")
+    assert_wrong(teaching.check_reversed_drop, 31.0, 0.90, 0.59, match="percentage points")
+    assert_wrong(teaching.check_reversed_drop, 0.05, 0.90, 0.59, match="differ by \\+0.310")
+    assert_pending(capsys, teaching.check_reversed_drop, ..., ..., ...)
+    # the prediction is reported, not marked
+    assert teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="smaller") is True
+    assert "Your prediction held" in capsys.readouterr().out
+    assert teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="larger") is True
+    assert "You predicted 'larger'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="prediction must be"):
+        teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="lower")
+
+
+# --------------------------------------------------------------------------------------------------
+# 01
+
+@pytest.fixture
+def toy():
+    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -1.0, 0.5], [0.5, 1.0, -1.0]]))
+        net[2].weight.copy_(torch.tensor([[1.0, 1.5], [-1.0, 0.5]]))
+    return net, torch.tensor([[1.0, 0.5, 2.0]], dtype=torch.float64)
+
+
+def gamma_by_hand(net, x, gamma):
+    """The gamma rule written out (independent of xaibias.explain.reference)."""
+    W1, W2 = net[0].weight.detach(), net[2].weight.detach()
+    a1 = torch.relu(x @ W1.T)
+    out = a1 @ W2.T
+    R = torch.tensor([[out[0, 0].item(), 0.0]], dtype=torch.float64)
+    G2, G1 = W2 + gamma * W2.clamp(min=0), W1 + gamma * W1.clamp(min=0)
+    z = a1 @ G2.T
+    R1 = a1 * (torch.where(z != 0, R / z, 0.0) @ G2)
+    z = x @ G1.T
+    return x * (torch.where(z != 0, R1 / z, 0.0) @ G1)
+
+
+def test_gamma_rule(capsys, toy):
+    net, x = toy
+    right = gamma_by_hand(net, x, 0.25)
+    assert_right(capsys, teaching.check_gamma_rule, right, net, x, gamma=0.25)
+    assert_wrong(teaching.check_gamma_rule, gamma_by_hand(net, x, 0.0), net, x, gamma=0.25, match="LRP-0")
+    wrong_split = right.clone()
+    wrong_split[0, 0] += 0.1
+    wrong_split[0, 1] -= 0.1
+    assert_wrong(teaching.check_gamma_rule, wrong_split, net, x, gamma=0.25, match="split over the inputs")
+    assert_wrong(teaching.check_gamma_rule, right * 2, net, x, gamma=0.25, match="sums to")
+    assert_wrong(teaching.check_gamma_rule, right[0, :2], net, x, gamma=0.25, match="has 2 values")
+    assert_pending(capsys, teaching.check_gamma_rule, ..., net, x)
+
+
+def test_bias_absorbed(capsys, toy):
+    net, x = toy
+    # by hand: hidden a1 = relu([1-0.5+1, 0.5+0.5-2]) = [1.5, 0]; logit 0 = 1.5*1 + 0*1.5 + 0.5 = 2.0
+    # LRP-0 passes a1*w / z = 1.5 / 2.0 of it on: the bias keeps 0.5 / 2.0 = 0.25
+    assert_right(capsys, teaching.check_bias_absorbed, 0.25, net, x, bias=(0.5, -0.5))
+    assert_wrong(teaching.check_bias_absorbed, 0.75, net, x, bias=(0.5, -0.5), match="keeps")
+    assert_wrong(teaching.check_bias_absorbed, -0.25, net, x, bias=(0.5, -0.5), match="sign is flipped")
+    assert_wrong(teaching.check_bias_absorbed, 0.0, net, x, bias=(0.5, -0.5), match="bias is missing")
+    assert_wrong(teaching.check_bias_absorbed, 0.3, net, x, bias=(0.5, -0.5), match="your share is 0.3000")
+    assert_pending(capsys, teaching.check_bias_absorbed, ..., net, x, bias=(0.5, -0.5))
+
+
+def test_stride2_share(capsys):
+    g = torch.Generator().manual_seed(0)
+    R = torch.rand(16, 16, generator=g, dtype=torch.float64) + 0.5 * (torch.arange(16) % 2)[None, :]
+    right = float(chk.stride2_share(R[None])[0])
+    P = torch.fft.fft2(R - R.mean()).abs() ** 2
+    assert right == pytest.approx(float((P[0, 8] + P[8, 0] + P[8, 8]) / P.sum()))
+    assert_right(capsys, teaching.check_stride2_share, right, R)
+    P_raw = torch.fft.fft2(R).abs() ** 2
+    assert_wrong(teaching.check_stride2_share, float((P_raw[0, 8] + P_raw[8, 0] + P_raw[8, 8]) / P_raw.sum()), R,
+                 match="mean is still in")
+    assert_wrong(teaching.check_stride2_share, float(P[8, 8] / P.sum()), R, match="only the \\(H/2, W/2\\)")
+    assert_wrong(teaching.check_stride2_share, float(P[0, 8] + P[8, 0] + P[8, 8]), R, match="not its share")
+    assert_wrong(teaching.check_stride2_share, right / 2, R, match="your share")
+    assert_pending(capsys, teaching.check_stride2_share, ..., R)
+
+
+# --------------------------------------------------------------------------------------------------
+# 02
+
+def test_one_cluster_f1(capsys):
+    flags = pd.Series([True] * 3 + [False] * 7)
+    assert_right(capsys, teaching.check_one_cluster_f1, 2 * 0.3 / 1.3, flags)
+    assert_wrong(teaching.check_one_cluster_f1, 0.3, flags, match="precision")
+    assert_wrong(teaching.check_one_cluster_f1, 1.0, flags, match="recall")
+    assert_wrong(teaching.check_one_cluster_f1, 0.65, flags, match="arithmetic mean")
+    assert_wrong(teaching.check_one_cluster_f1, 0.5, flags, match="your F1 is 0.500")
+    assert_pending(capsys, teaching.check_one_cluster_f1, ..., flags)
+
+
+def test_eigengap(capsys):
+    ev = np.array([0.0, 0.01, 0.02, 0.5, 0.55, 0.6, 0.62])   # three eigenvalues near 0, then the jump: k = 3
+    assert_right(capsys, teaching.check_eigengap, 3, ev)
+    assert_wrong(teaching.check_eigengap, 2, ev, match="off by one: eigenvalues are numbered from 0")
+    assert_wrong(teaching.check_eigengap, 4, ev, match="off by one: with ev")
+    assert_wrong(teaching.check_eigengap, 6, ev, match="not the largest")
+    assert_wrong(teaching.check_eigengap, 9, ev, match="outside the range")
+    assert_wrong(teaching.check_eigengap, 2.5, ev, match="whole number")
+    assert_pending(capsys, teaching.check_eigengap, ..., ev)
+
+
+def test_image_share(capsys):
+    rng = np.random.default_rng(0)
+    Fr, Fi = rng.normal(size=(50, 4)), rng.normal(size=(50, 3))
+    Fr /= np.sqrt(Fr.var(0).sum())
+    Fi /= np.sqrt(Fi.var(0).sum())
+    features = np.hstack([Fr, 2.0 * Fi])      # unit total variance each, image part weighted by 2
+    out = assert_right(capsys, teaching.check_image_share, 0.8, 2.0, features=features, relevance_dims=4)
+    assert "agree: 0.800 of their variance" in out
+    assert_wrong(teaching.check_image_share, 2 / 3, 2.0, match="w / \\(1 \\+ w\\)")
+    assert_wrong(teaching.check_image_share, 0.2, 2.0, match="heatmap part")
+    assert_wrong(teaching.check_image_share, 0.5, 2.0, match="your share is 0.500")
+    assert_pending(capsys, teaching.check_image_share, ..., 2.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# 04
+
+def test_balanced_rates(capsys):
+    # malignant 0.8 -> 0.9 needs q = 0.1 / 0.2 = 0.5; benign 0.1 -> 0.9 needs q = 0.8 / 0.9
+    assert_right(capsys, teaching.check_balanced_rates, 0.5, 8 / 9, rates=(0.8, 0.1), target=0.9)
+    assert_wrong(teaching.check_balanced_rates, 8 / 9, 0.5, rates=(0.8, 0.1), target=0.9, match="swapped")
+    assert_wrong(teaching.check_balanced_rates, 0.1, 0.8, rates=(0.8, 0.1), target=0.9, match="divide by 1 - r")
+    assert_wrong(teaching.check_balanced_rates, 0.5, 0.5, rates=(0.8, 0.1), target=0.9, match="0.550 \\(benign\\)")
+    assert_pending(capsys, teaching.check_balanced_rates, ..., ..., rates=(0.8, 0.1), target=0.9)
+    with pytest.raises(ValueError, match="target must lie"):
+        teaching.check_balanced_rates(0.5, 0.5, rates=(0.8, 0.1), target=0.5)
+
+
+def test_relevance_mass(capsys):
+    R = torch.tensor([[1.0, -1.0], [2.0, 0.5]])
+    mask = torch.tensor([[True, True], [False, False]])
+    # positive relevance 1 + 2 + 0.5 = 3.5, inside the mask 1
+    assert_right(capsys, teaching.check_relevance_mass, 1 / 3.5, R, mask)
+    assert_wrong(teaching.check_relevance_mass, 0.0 / 2.5, R, mask, match="signed relevance")
+    assert_wrong(teaching.check_relevance_mass, 2 / 4.5, R, mask, match="\\|R\\|")
+    assert_wrong(teaching.check_relevance_mass, 0.5, R, mask, match="mask's share of the pixels")
+    assert_wrong(teaching.check_relevance_mass, 0.9, R, mask, match="your mass")
+    assert_pending(capsys, teaching.check_relevance_mass, ..., R, mask)
+
+
+class MeanRed(nn.Module):
+    """Logits (0, 20 * (mean red - mean of the other channels)): a frame (dark) changes its score."""
+
+    def forward(self, x):
+        v = 20 * (x[:, 0].mean((1, 2)) - x[:, 1:].mean((1, 2, 3)))
+        return torch.stack([torch.zeros_like(v), v], 1)
+
+
+def test_insertion_effect(capsys):
+    from xaibias.analysis import bias_insertion
+    from xaibias.data import SyntheticLesions
+
+    ds = SyntheticLesions(n=12, size=32, seed=0)
+    model = MeanRed()
+    model.dummy = nn.Parameter(torch.zeros(1))   # a parameter, so device lookups work
+    _, per = bias_insertion(model, ds.images, ds.labels, artifacts=("frame",), target_class=1, seed=3,
+                            artifact_params={"frame": {"style": "circle"}}, progress=False, return_per_image=True)
+    benign = float(per[per.true_class == 0].change_pp.mean())
+    every = float(per.change_pp.mean())
+    assert abs(benign) > 0.01 and abs(benign - every) > 1e-3
+    kw = dict(images=ds.images, labels=ds.labels, seed=3, artifact_params={"style": "circle"})
+    assert_right(capsys, teaching.check_insertion_effect, benign, model, compare={"plain": 10.0}, **kw)
+    assert_wrong(teaching.check_insertion_effect, -benign, model, match="sign is flipped", **kw)
+    assert_wrong(teaching.check_insertion_effect, benign / 100, model, match="percentage points", **kw)
+    assert_wrong(teaching.check_insertion_effect, every, model, match="benign ones", **kw)
+    assert_wrong(teaching.check_insertion_effect, benign + 5, model, match="your effect", **kw)
+    assert_pending(capsys, teaching.check_insertion_effect, ..., ..., **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# 05
+
+@pytest.fixture
+def small_classifier():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 2)).eval()
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(3, 16, 16, generator=g)
+    R = torch.randn(16, 16, generator=g)
+    return model, image, R
+
+
+def test_aopc_one_matches_the_library(small_classifier):
+    from xaibias.analysis import aopc
+
+    model, image, R = small_classifier
+    lib = float(aopc(model, image[None], R[None], target=[1], steps=16, patch=4, perturbation="black",
+                     progress=False)[0])
+    assert teaching.aopc_one(model, image, R, 1, 4, "black") == pytest.approx(lib, abs=1e-6)
+    with pytest.raises(ValueError, match="must divide"):
+        teaching.aopc_one(model, image, R, 1, 5)
+
+
+def test_aopc(capsys, small_classifier):
+    model, image, R = small_classifier
+    for rep in ("black", "blur"):
+        right = teaching.aopc_one(model, image, R, 1, 4, rep)
+        assert_right(capsys, teaching.check_aopc, right, model, image, R, 1, 4, replacement=rep)
+        assert_wrong(teaching.check_aopc, teaching.aopc_one(model, image, R, 1, 4, rep, output="logit"), model, image,
+                     R, 1, 4, replacement=rep, match="logit")
+        assert_wrong(teaching.check_aopc, teaching.aopc_one(model, image, R, 1, 4, rep, include_zero=True), model,
+                     image, R, 1, 4, replacement=rep, match="L \\+ 1 steps")
+        assert_wrong(teaching.check_aopc, teaching.aopc_one(model, image, R, 1, 4, rep, order="lerf"), model, image,
+                     R, 1, 4, replacement=rep, match="least relevant")
+        assert_wrong(teaching.check_aopc, right + 0.5, model, image, R, 1, 4, replacement=rep, match="your AOPC")
+        assert_pending(capsys, teaching.check_aopc, ..., model, image, R, 1, 4, replacement=rep)
+    blurred = teaching.aopc_one(model, image, R, 1, 4, "blur")
+    assert blurred != pytest.approx(teaching.aopc_one(model, image, R, 1, 4, "black"))
+
+
+def test_welch_t(capsys):
+    a = np.array([0.5, 0.6, 0.7, 0.65, 0.55])
+    b = np.array([0.3, 0.35, 0.5, 0.2, 0.4, 0.45, 0.3])
+    va, vb = a.var(ddof=1), b.var(ddof=1)
+    right = (a.mean() - b.mean()) / np.sqrt(va / len(a) + vb / len(b))
+    assert_right(capsys, teaching.check_welch_t, right, a, b)
+    assert_wrong(teaching.check_welch_t, -right, a, b, match="sign is flipped")
+    sp = ((len(a) - 1) * va + (len(b) - 1) * vb) / (len(a) + len(b) - 2)
+    pooled = (a.mean() - b.mean()) / np.sqrt(sp * (1 / len(a) + 1 / len(b)))
+    assert_wrong(teaching.check_welch_t, pooled, a, b, match="pooled")
+    ddof0 = (a.mean() - b.mean()) / np.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert_wrong(teaching.check_welch_t, ddof0, a, b, match="ddof=0")
+    assert_wrong(teaching.check_welch_t, 1.0, a, b, match="your t")
+    assert_pending(capsys, teaching.check_welch_t, ..., a, b)
+
+
+# --------------------------------------------------------------------------------------------------
+# 06
+
+def test_resample_size(capsys):
+    flags = np.array([True] * 10 + [False] * 10)
+    labels = np.array([1] * 8 + [0] * 2 + [1] * 3 + [0] * 7)   # frame: 8 mal / 2 ben; none: 3 / 7
+    assert_right(capsys, teaching.check_resample_size, 2 * 2 + 2 * 3, flags, labels)
+    assert_wrong(teaching.check_resample_size, 5, flags, labels, match="one class per group")
+    assert_wrong(teaching.check_resample_size, 8, flags, labels, match="smallest cell for both")
+    assert_wrong(teaching.check_resample_size, 20, flags, labels, match="your count")
+    assert_pending(capsys, teaching.check_resample_size, ..., flags, labels)
+
+
+def test_effect_ratio(capsys):
+    assert "target is met" in assert_right(capsys, teaching.check_effect_ratio, 0.25, 5.0, 20.0)
+    assert "target is missed" in assert_right(capsys, teaching.check_effect_ratio, 0.75, 15.0, 20.0)
+    assert_wrong(teaching.check_effect_ratio, 4.0, 5.0, 20.0, match="upside down")
+    assert_wrong(teaching.check_effect_ratio, 0.75, 5.0, 20.0, match="share removed")
+    assert_wrong(teaching.check_effect_ratio, 25.0, 5.0, 20.0, match="percentage")
+    assert_wrong(teaching.check_effect_ratio, 0.3, 5.0, 20.0, match="your ratio")
+    assert_pending(capsys, teaching.check_effect_ratio, ..., ..., 20.0)
+
+
+def test_gap_by_method(capsys):
+    report = pd.DataFrame({"method": ["baseline", "rrr", "baseline", "rrr"], "seed": [0, 0, 1, 1],
+                           "acc_same": [0.9, 0.8, 0.85, 0.78], "acc_reversed": [0.6, 0.79, 0.65, 0.74]})
+    right = pd.Series({"baseline": 0.25, "rrr": 0.025})
+    assert_right(capsys, teaching.check_gap_by_method, right, report)
+    assert_wrong(teaching.check_gap_by_method, -right, report, match="signs are flipped")
+    assert_wrong(teaching.check_gap_by_method, 100 * right, report, match="fractions")
+    assert_wrong(teaching.check_gap_by_method, pd.Series({"baseline": 0.3, "rrr": 0.01}), report, match="first seed")
+    assert_wrong(teaching.check_gap_by_method, pd.Series({"baseline": 0.25}), report, match="missing")
+    assert_wrong(teaching.check_gap_by_method, 0.25, report, match="pandas Series")
+    assert_wrong(teaching.check_gap_by_method, pd.Series({"baseline": 0.2, "rrr": 0.0}), report, match="per row")
+    assert_pending(capsys, teaching.check_gap_by_method, ..., report)
+
+
+def test_isolated_rng_restores_every_generator():
+    import random
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    with teaching.isolated_rng():
+        torch.manual_seed(99)
+        torch.rand(10)
+        np.random.rand(10)
+        random.random()
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_reference_lrp_used_by_the_checks_is_the_hand_rule(toy):
+    """The gamma check's reference equals the rule written out independently above."""
+    net, x = toy
+    assert torch.allclose(ref.lrp(net, x, target=0, rules=ref.Gamma(0.25)).input, gamma_by_hand(net, x, 0.25))
