@@ -20,7 +20,7 @@ export XAIBIAS_CACHE := $(shell mktemp -d -t xaibias-ci-cache.XXXXXX)
 endif
 endif
 
-.PHONY: all install notebooks test test-unit test-notebooks lint lab bench badges clean
+.PHONY: all install notebooks test test-unit test-notebooks lint lab bench badges student clean
 
 all: test
 
@@ -58,6 +58,10 @@ bench: $(STAMP)
 
 badges: $(STAMP)
 	$(BIN)/python tools/badges.py
+
+# student versions of the notebooks: solutions replaced by stubs, no outputs (build/student/)
+student: $(STAMP)
+	$(BIN)/python tools/make_student.py --out build/student
 
 clean:
 	rm -rf build .pytest_cache
