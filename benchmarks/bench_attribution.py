@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from _common import interleaved_times, machine, parser, report
 
 import xaibias as xb
+from xaibias.explain.attribution import auto_canonizers
 
 FULL = [  # (model, image size, batch, images, per-image images, repeats)
     ("small_vgg", 64, 64, 256, 16, 3),
@@ -63,7 +64,7 @@ def zennit_fn(model, X, T, b, dev):
     from zennit.composites import EpsilonPlusFlat
 
     def run():
-        composite = EpsilonPlusFlat(canonizers=xb.explain.auto_canonizers(model))
+        composite = EpsilonPlusFlat(canonizers=auto_canonizers(model))
         outs = []
         with Gradient(model=model, composite=composite) as attributor:
             for sl in _batches(len(X), b):

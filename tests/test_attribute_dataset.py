@@ -103,7 +103,7 @@ def test_file_reads_back_through_the_virelay_exporter(data: Pairs, tmp_path: Pat
     # the analysis worker's reader for ViRelAy attribution files must accept this file unchanged
     out = xb.explain.attribute_dataset(TinyNet(), data, method="gradient", out=tmp_path / "a.h5", batch_size=8,
                                        progress=False)
-    back = xb.analysis.read_attribution_h5(out)
+    back = xb.analysis.export.read_attribution_h5(out)
     assert back["attribution"].shape == (23, 1, 16, 16)
     assert back["prediction"].shape == (23, 3)
     np.testing.assert_array_equal(back["label"], data.labels.numpy())
@@ -257,7 +257,7 @@ def test_shards_merge_to_the_single_process_result(data: Pairs, tmp_path: Path) 
     assert [p.name for p in paths] == ["r.shard0of3.h5", "r.shard1of3.h5", "r.shard2of3.h5"]
     s1 = read(paths[1])
     np.testing.assert_array_equal(s1["index"], [4, 5, 6, 7, 16, 17, 18, 19])  # chunks 1 and 4 of 0..5
-    merged = read(xb.explain.merge_shards(paths[::-1], tmp_path / "merged.h5"))
+    merged = read(xb.explain.dataset.merge_shards(paths[::-1], tmp_path / "merged.h5"))
     assert_same_rows(merged, single)
     for key in ("method", "batch_size", "model_hash", "n_total", "shard", "complete"):
         assert merged["attrs"][key] == single["attrs"][key]
@@ -267,24 +267,24 @@ def test_merge_errors(data: Pairs, tmp_path: Path) -> None:
     paths = [xb.explain.attribute_dataset(TinyNet(), data, method="gradient", out=tmp_path / "r.h5", batch_size=8,
                                           shard=(r, 2), progress=False) for r in range(2)]
     with pytest.raises(ValueError, match=r"missing shard rank\(s\) \[1\] of 2"):
-        xb.explain.merge_shards(paths[:1], tmp_path / "m.h5")
+        xb.explain.dataset.merge_shards(paths[:1], tmp_path / "m.h5")
     with pytest.raises(ValueError, match="paths is empty"):
-        xb.explain.merge_shards([], tmp_path / "m.h5")
+        xb.explain.dataset.merge_shards([], tmp_path / "m.h5")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        xb.explain.merge_shards([tmp_path / "nope.h5"], tmp_path / "m.h5")
+        xb.explain.dataset.merge_shards([tmp_path / "nope.h5"], tmp_path / "m.h5")
     other = xb.explain.attribute_dataset(TinyNet(), data, method="lrp", out=tmp_path / "o.h5", batch_size=8,
                                          shard=(1, 2), progress=False)
     with pytest.raises(ValueError, match="shards of different runs cannot be merged"):
-        xb.explain.merge_shards([paths[0], other], tmp_path / "m.h5")
+        xb.explain.dataset.merge_shards([paths[0], other], tmp_path / "m.h5")
     with pytest.raises(ValueError, match="not a shard"):
-        xb.explain.merge_shards([xb.explain.attribute_dataset(TinyNet(), data, method="gradient",
+        xb.explain.dataset.merge_shards([xb.explain.attribute_dataset(TinyNet(), data, method="gradient",
                                                                out=tmp_path / "full.h5", progress=False)],
                                 tmp_path / "m.h5")
     with pytest.raises(KeyboardInterrupt):
         xb.explain.attribute_dataset(TinyNet(fail_after=1), data, method="gradient", out=tmp_path / "i.h5",
                                      batch_size=8, shard=(1, 2), progress=False)
     with pytest.raises(ValueError, match="is incomplete"):
-        xb.explain.merge_shards([paths[0], tmp_path / "i.shard1of2.h5"], tmp_path / "m.h5")
+        xb.explain.dataset.merge_shards([paths[0], tmp_path / "i.shard1of2.h5"], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
 
 
@@ -307,7 +307,7 @@ def test_two_process_gloo_run_equals_single_process(tmp_path: Path) -> None:
             xb.explain.attribute_dataset(model, ds, out=OUT + "/rel.h5", batch_size=4, shard="auto", progress=False)
             dist.barrier()
             if rank == 0:
-                xb.explain.merge_shards([xb.explain.shard_path(OUT + "/rel.h5", r, world) for r in range(world)],
+                xb.explain.dataset.merge_shards([xb.explain.dataset.shard_path(OUT + "/rel.h5", r, world) for r in range(world)],
                                         OUT + "/merged.h5")
             dist.barrier()
             dist.destroy_process_group()

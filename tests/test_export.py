@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from xaibias.analysis import (
-    SpRAy,
+from xaibias.analysis import SpRAy, write_virelay_project
+from xaibias.analysis.export import (
     read_analysis_h5,
     read_attribution_h5,
     write_analysis_h5,
     write_attribution_h5,
-    write_virelay_project,
 )
 
 

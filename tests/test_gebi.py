@@ -7,14 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from xaibias.analysis import (
-    GEBI,
-    SPRAY_VS_GEBI_COLUMNS,
-    SpRAy,
-    agreement_baselines,
-    cluster_agreement,
-    spray_vs_gebi,
-)
+from xaibias.analysis import GEBI, SpRAy, agreement_baselines, cluster_agreement, spray_vs_gebi
+from xaibias.analysis.gebi import SPRAY_VS_GEBI_COLUMNS
 
 
 def image_only_structure(n: int = 240, seed: int = 1):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import xaibias as xb
-from xaibias.analysis import INSERTION_COLUMNS, bias_insertion
+from xaibias.analysis import bias_insertion
+from xaibias.analysis.insertion import INSERTION_COLUMNS
 
 
 class CornerModel(nn.Module):

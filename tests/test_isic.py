@@ -17,15 +17,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import isic_fixtures as fx  # noqa: E402
 
-from xaibias.data import images, isic, registry  # noqa: E402
-from xaibias.data import (  # noqa: E402
-    ANNOTATION_TO_ARTIFACT,
-    DERMAMNIST_CLASSES,
-    DermaMNIST,
-    ISICDataset,
-    download_dataset,
-    load_artifact_annotations,
-)
+from xaibias.data import DermaMNIST, ISICDataset, images, isic, load_artifact_annotations, registry  # noqa: E402  # noqa: E402
+from xaibias.data.annotations import ANNOTATION_TO_ARTIFACT  # noqa: E402
+from xaibias.data.dermamnist import DERMAMNIST_CLASSES  # noqa: E402
+from xaibias.data.registry import download_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "isic_sample"

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import xaibias as xb
-from xaibias.mitigation import balanced_indices, make_augment, make_rrr_hook, prepare, rrr_penalty
+from xaibias.mitigation import prepare, rrr_penalty
+from xaibias.mitigation.methods import OPTIONS, balanced_indices, make_augment, make_rrr_hook
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
 
 def test_methods_constant():
     assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr")
-    assert set(xb.mitigation.OPTIONS) == set(xb.mitigation.CORRECTIONS)
+    assert set(OPTIONS) == set(xb.mitigation.CORRECTIONS)
 
 
 # --------------------------------------------------------------------------------------------------

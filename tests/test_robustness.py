@@ -182,4 +182,3 @@ def test_bad_inputs_are_named(maps):
 
 def test_exported_from_analysis():
     assert xb.analysis.robustness_table is rb.robustness_table
-    assert xb.analysis.rank_correlation is rb.rank_correlation

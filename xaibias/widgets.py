@@ -173,8 +173,8 @@ def lrp_explorer(models: dict[str, Any], images: Any, composites: Sequence[str] 
     import torch
 
     from . import viz
-    from .explain import COMPOSITES, make_composite
     from .explain import reference as ref
+    from .explain.attribution import COMPOSITES, make_composite
 
     reference_models = dict(reference_models or {})
     all_models = {**models, **reference_models}

@@ -6,13 +6,39 @@ and faithfulness metrics (RMA, RRA, AOPC, Welch tests; Schaaf et al. 2021), HDF5
 CoRelAy/ViRelAy layout and :func:`bias_report`.
 """
 
-from .agreement import *  # noqa: F401,F403
-from .export import *  # noqa: F401,F403
-from .gebi import *  # noqa: F401,F403
-from .insertion import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
-from .report import *  # noqa: F401,F403
-from .robustness import *  # noqa: F401,F403
-from .saliency import *  # noqa: F401,F403
-from .spray import *  # noqa: F401,F403
-from .stats import *  # noqa: F401,F403
+# What a notebook or a user calls; the rest stays importable from its module (for example
+# ``xaibias.analysis.robustness.rank_correlation`` or ``xaibias.analysis.export.read_attribution_h5``).
+from .agreement import agreement_baselines, cluster_agreement, cluster_artifact_table, pair_split_rate
+from .cav import *  # noqa: F401,F403
+from .export import write_virelay_project
+from .gebi import GEBI, spray_vs_gebi
+from .groups import *  # noqa: F401,F403
+from .insertion import GEBI_TABLE1, bias_insertion, insertion_ratio
+from .metrics import aopc, enlarge_masks, relevance_mass_accuracy, relevance_rank_accuracy, welch_table
+from .report import bias_report
+from .robustness import robustness_table
+from .saliency import (
+    aurrac,
+    compare_interclass_variance,
+    global_saliency,
+    interclass_variance,
+    interclass_variance_ci,
+    mean_saliency,
+    peak_saliency,
+    response_rate_accuracy,
+    rrac_kendall_tau,
+    wilcoxon_saliency,
+    zscore,
+)
+from .spray import SpRAy
+from .stats import bootstrap_ci
+
+__all__ = [
+    "SpRAy", "GEBI", "GEBI_TABLE1", "spray_vs_gebi", "cluster_agreement", "cluster_artifact_table",
+    "agreement_baselines", "pair_split_rate", "bias_insertion", "insertion_ratio",
+    "mean_saliency", "peak_saliency", "zscore", "global_saliency", "interclass_variance",
+    "compare_interclass_variance", "interclass_variance_ci", "wilcoxon_saliency",
+    "response_rate_accuracy", "aurrac", "rrac_kendall_tau",
+    "relevance_mass_accuracy", "relevance_rank_accuracy", "aopc", "enlarge_masks", "welch_table",
+    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci",
+]

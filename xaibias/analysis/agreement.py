@@ -67,7 +67,7 @@ def _as_cluster_labels(labels: Any) -> np.ndarray:
     return arr
 
 
-def _as_artifact_frame(artifacts: Any, n: int) -> pd.DataFrame:
+def as_artifact_frame(artifacts: Any, n: int) -> pd.DataFrame:
     if isinstance(artifacts, pd.Series):
         df = artifacts.to_frame(name=artifacts.name or "artifact")
     elif isinstance(artifacts, pd.DataFrame):
@@ -128,7 +128,7 @@ def cluster_agreement(labels: Any, artifacts: Any) -> pd.DataFrame:
     0             0  0.8
     """
     lab = _as_cluster_labels(labels)
-    art = _as_artifact_frame(artifacts, len(lab))
+    art = as_artifact_frame(artifacts, len(lab))
     clusters, inverse = np.unique(lab, return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(clusters))
     rows = []
@@ -176,7 +176,7 @@ def cluster_artifact_table(labels: Any, artifacts: Any, normalize: bool = True) 
         Index: cluster; columns: the artifacts plus ``size`` (number of images in the cluster).
     """
     lab = _as_cluster_labels(labels)
-    art = _as_artifact_frame(artifacts, len(lab))
+    art = as_artifact_frame(artifacts, len(lab))
     g = art.astype(float).groupby(lab)
     table = g.mean() if normalize else g.sum().astype(int)
     table.insert(len(table.columns), "size", g.size())
@@ -225,7 +225,7 @@ def agreement_baselines(labels: Any, artifacts: Any, n_random: int = 200, seed: 
     if isinstance(n_random, bool) or not isinstance(n_random, (int, np.integer)) or n_random < 1:
         raise ValueError(f"n_random must be a positive int; got {n_random!r}")
     lab = _as_cluster_labels(labels)
-    art = _as_artifact_frame(artifacts, len(lab))
+    art = as_artifact_frame(artifacts, len(lab))
     _, inverse = np.unique(lab, return_inverse=True)
     sizes = np.bincount(inverse)
     rng = np.random.default_rng(seed)

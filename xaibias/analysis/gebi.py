@@ -8,7 +8,7 @@ reduced relevance map and the reduced input image::
     x_i = [ w_R * reduce(R_i) , w_I * reduce(image_i) ]
 
 and then runs the same spectral clustering as SpRAy (shared code in
-:class:`xaibias.analysis.spray._SpectralBase`). The GEBI code reduced heatmaps and images separately
+:class:`xaibias.analysis.spray.SpectralBase`). The GEBI code reduced heatmaps and images separately
 before clustering; here each part is downsized, reduced (PCA by default, or Isomap / none) and
 scaled to unit *total* variance, so ``image_weight`` means what it says: the image part
 contributes ``w_I**2 / (w_R**2 + w_I**2)`` of the variance of the feature vector. ``image_weight=0``
@@ -36,8 +36,8 @@ import pandas as pd
 import torch
 
 from .._checks import as_images, as_relevance, check_same_n
-from .agreement import _as_artifact_frame, agreement_baselines, cluster_agreement
-from .spray import SpRAy, _Reducer, _SpectralBase
+from .agreement import agreement_baselines, as_artifact_frame, cluster_agreement
+from .spray import Reducer, SpectralBase, SpRAy
 
 __all__ = ["GEBI", "spray_vs_gebi", "SPRAY_VS_GEBI_COLUMNS"]
 
@@ -48,7 +48,7 @@ SPRAY_VS_GEBI_COLUMNS = (
 )
 
 
-class GEBI(_SpectralBase):
+class GEBI(SpectralBase):
     """Spectral clustering of [reduced relevance map, reduced input image] (GEBI).
 
     Parameters
@@ -112,12 +112,12 @@ class GEBI(_SpectralBase):
         if self.image_weight == 0 and self.relevance_weight == 0:
             raise ValueError("image_weight and relevance_weight are both 0; at least one part must count")
 
-    def _parts(self) -> list[tuple[str, _Reducer, float]]:
+    def _parts(self) -> list[tuple[str, Reducer, float]]:
         if not hasattr(self, "_reducers"):
             self._reducers = {
-                "relevance": _Reducer("relevance", self.relevance_size, self.normalize, self.absolute,
+                "relevance": Reducer("relevance", self.relevance_size, self.normalize, self.absolute,
                                       self.reduction, self.relevance_components, self.random_state),
-                "images": _Reducer("images", self.image_size, None, False, self.reduction,
+                "images": Reducer("images", self.image_size, None, False, self.reduction,
                                    self.image_components, self.random_state),
             }
         return [("relevance", self._reducers["relevance"], float(self.relevance_weight)),
@@ -188,7 +188,7 @@ def spray_vs_gebi(
         raise ValueError(f"ks must be positive ints such as (2, 4); got {ks!r}")
     R = as_relevance(relevance, "relevance")
     n = len(R)
-    art = _as_artifact_frame(artifacts, n)
+    art = as_artifact_frame(artifacts, n)
     nn = min(int(n_neighbors), n - 1)
     estimators = {
         "SpRAy": SpRAy(n_clusters=ks[0], n_neighbors=nn, random_state=random_state),

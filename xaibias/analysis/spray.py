@@ -15,7 +15,7 @@ ARPACK (:func:`scipy.sparse.linalg.eigsh`). Nothing of size N x N is ever formed
 eigensolver for N <= 1,000 maps where it is faster and more robust than ARPACK (8 MB at most).
 20,000 maps of 32 x 32 take a few seconds and well under 1 GB.
 
-The private :class:`_SpectralBase` holds everything; :class:`SpRAy` feeds it one part (the
+The private :class:`SpectralBase` holds everything; :class:`SpRAy` feeds it one part (the
 relevance), :class:`xaibias.analysis.GEBI` two weighted parts (relevance and input image).
 
 Examples
@@ -130,7 +130,7 @@ def eigengap(eigenvalues: np.ndarray, min_clusters: int = 2, max_clusters: int |
     return int(ks[int(np.argmax(gaps))])
 
 
-class _Reducer:
+class Reducer:
     """Downsize -> (normalise) -> flatten -> PCA / Isomap / none -> scale to unit total variance.
 
     The last step makes the *total* variance of the part 1, so that when two parts are
@@ -180,7 +180,7 @@ class _Reducer:
         return Z
 
 
-class _SpectralBase(BaseEstimator):
+class SpectralBase(BaseEstimator):
     """Shared machinery of SpRAy and GEBI: features -> sparse kNN graph -> Laplacian -> k-means.
 
     Subclasses implement ``_parts()`` (list of ``(key, reducer, weight)``) and ``_inputs(R, images)``
@@ -188,7 +188,7 @@ class _SpectralBase(BaseEstimator):
     """
 
     # ------------------------------------------------------------------ subclass hooks
-    def _parts(self) -> list[tuple[str, _Reducer, float]]:  # pragma: no cover - abstract
+    def _parts(self) -> list[tuple[str, Reducer, float]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:  # pragma: no cover
@@ -307,7 +307,7 @@ class _SpectralBase(BaseEstimator):
         return remap[raw]
 
     # ------------------------------------------------------------------ public API
-    def fit(self, relevance: Any, images: Any = None) -> _SpectralBase:
+    def fit(self, relevance: Any, images: Any = None) -> SpectralBase:
         """Cluster the maps (and images, for GEBI); sets ``labels_``, ``eigenvalues_``, ``embedding_``.
 
         Parameters
@@ -422,7 +422,7 @@ class _SpectralBase(BaseEstimator):
         return int(self.features_.shape[1])
 
 
-class SpRAy(_SpectralBase):
+class SpRAy(SpectralBase):
     """Spectral relevance analysis: spectral clustering of downsized, normalised relevance maps.
 
     Parameters
@@ -492,9 +492,9 @@ class SpRAy(_SpectralBase):
         self.n_init = n_init
         self.random_state = random_state
 
-    def _parts(self) -> list[tuple[str, _Reducer, float]]:
+    def _parts(self) -> list[tuple[str, Reducer, float]]:
         if not hasattr(self, "_reducers"):
-            self._reducers = {"relevance": _Reducer("relevance", self.size, self.normalize, self.absolute,
+            self._reducers = {"relevance": Reducer("relevance", self.size, self.normalize, self.absolute,
                                                     self.reduction, self.n_components, self.random_state)}
         return [("relevance", self._reducers["relevance"], 1.0)]
 

@@ -21,9 +21,10 @@ from torch import nn
 
 from .. import config
 from .._cache import content_hash
-from ..data import isic as _isic
-from ..data.images import IMAGE_EXTENSIONS
-from ..data.table import ImageTable as _ImageTable
+from ..data.annotations import ANNOTATION_COLUMNS, ANNOTATION_TO_ARTIFACT, load_artifact_annotations
+from ..data.groundtruth import detect_layout
+from ..data.images import IMAGE_EXTENSIONS, load_isic_image
+from ..data.table import ImageTable
 
 __all__ = ["AuditError", "AuditData", "load_data", "load_model", "DEMO_BIAS"]
 
@@ -63,10 +64,10 @@ class AuditData:
 # a plain class_name/*.jpg tree
 
 
-class FolderDataset(_ImageTable):
+class FolderDataset(ImageTable):
     """Lazy dataset over ``root/<class name>/*.jpg|png`` (classes sorted by name).
 
-    Images are decoded and resized one at a time with :func:`xaibias.data.isic.load_isic_image`;
+    Images are decoded and resized one at a time with :func:`xaibias.data.images.load_isic_image`;
     ``annotations`` (a Bissoto et al. CSV) adds ``.artifacts`` by file stem, keeping only annotated
     images, as :class:`xaibias.data.ISICDataset` does.
     """
@@ -103,7 +104,7 @@ class FolderDataset(_ImageTable):
             if (~has).any():
                 self.dropped["no artifact annotation"] = int((~has).sum())
             meta = meta[has].reset_index(drop=True)
-            cols = [_isic.ANNOTATION_TO_ARTIFACT[c] or c for c in _isic.ANNOTATION_COLUMNS]
+            cols = [ANNOTATION_TO_ARTIFACT[c] or c for c in ANNOTATION_COLUMNS]
             self.artifacts = ann.loc[meta["image_id"], cols].reset_index(drop=True).astype(bool)
         self.meta = meta
         self.class_names = tuple(used)
@@ -111,7 +112,7 @@ class FolderDataset(_ImageTable):
         self.labels = torch.from_numpy(np.array(meta["label"], dtype=np.int64))
 
     def _uint8(self, i: int) -> np.ndarray:
-        return _isic.load_isic_image(self.meta.at[i, "path"], self.size)
+        return load_isic_image(self.meta.at[i, "path"], self.size)
 
     @property
     def images(self) -> torch.Tensor:
@@ -134,7 +135,7 @@ class FolderDataset(_ImageTable):
 
 def _read_annotations(path: Path) -> pd.DataFrame:
     try:
-        return _isic.load_artifact_annotations(path, rename=True)
+        return load_artifact_annotations(path, rename=True)
     except (ValueError, FileNotFoundError, OSError, UnicodeDecodeError) as err:
         raise AuditError(f"cannot use --annotations {path}: {err}") from None
 
@@ -143,7 +144,7 @@ def _layouts(root: Path) -> list[tuple[Path, str]]:
     out = []
     for p in sorted(root.rglob("*.csv")):
         try:
-            out.append((p, _isic.detect_layout(p)))
+            out.append((p, detect_layout(p)))
         except (ValueError, OSError, UnicodeDecodeError, StopIteration):
             continue
     return out

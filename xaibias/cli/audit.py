@@ -242,7 +242,7 @@ def _insertion(model: torch.nn.Module, data: AuditData, target: int, seed: int, 
 
 def _relevance(model: torch.nn.Module, data: AuditData, method: str, target: int, map_size: int,
                batch_size: int, cache_root: Path, model_hash: str, world: int, rank: int) -> Path:
-    from ..explain import attribute_dataset, merge_shards, shard_path
+    from ..explain.dataset import attribute_dataset, merge_shards, shard_path
 
     kwargs: dict[str, Any] = {"composite": "EpsilonPlusFlat"} if method == "lrp" else {}
     downsize = None if data.size == map_size else map_size

@@ -12,15 +12,28 @@ cache), ``table`` (their shared dataset behaviour), ``registry`` (downloads with
 (:class:`SyntheticChestXray`) and ``ink`` (:func:`segment_ink`).
 """
 
-from .annotations import *  # noqa: F401,F403
-from .artifacts import *  # noqa: F401,F403
-from .chestxray import *  # noqa: F401,F403
-from .dermamnist import *  # noqa: F401,F403
-from .groundtruth import *  # noqa: F401,F403
-from .images import *  # noqa: F401,F403
-from .ink import *  # noqa: F401,F403
-from .isic import *  # noqa: F401,F403
-from .objects import *  # noqa: F401,F403
-from .registry import *  # noqa: F401,F403
-from .sampling import *  # noqa: F401,F403
-from .synthetic import *  # noqa: F401,F403
+# What a notebook or a user calls; everything else stays importable from its module
+# (for example ``xaibias.data.ink.ink_by_class`` or ``xaibias.data.isic.detect_layout``).
+from .annotations import load_artifact_annotations
+from .artifacts import ARTIFACTS, insert_artifact, paint_artifact
+from .chestxray import SyntheticChestXray
+from .dermamnist import DermaMNIST
+from .ink import segment_ink
+from .isic import ISICDataset
+from .objects import SyntheticObjects
+from .sampling import unbiased_resample
+from .synthetic import (
+    BIAS_PRESETS,
+    ISIC_CLASSES,
+    RECOMMENDED_DIFFICULTY,
+    SyntheticLesions,
+    hide_lesion,
+    reverse_bias,
+)
+
+__all__ = [
+    "ARTIFACTS", "BIAS_PRESETS", "RECOMMENDED_DIFFICULTY", "ISIC_CLASSES",
+    "SyntheticLesions", "SyntheticObjects", "SyntheticChestXray", "ISICDataset", "DermaMNIST",
+    "insert_artifact", "paint_artifact", "hide_lesion", "reverse_bias", "unbiased_resample",
+    "load_artifact_annotations", "segment_ink",
+]

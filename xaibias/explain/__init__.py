@@ -7,13 +7,19 @@ from-scratch LRP of ``reference``, the :class:`DenseNetCanonizer`, concept relev
 (zennit-crp) and :func:`attribute_dataset` for streaming whole datasets to HDF5.
 """
 
-from . import reference  # noqa: F401
-from .attribution import *  # noqa: F401,F403
-from .attribution import available_methods
-from .canonizers import *  # noqa: F401,F403
-from .competitive import *  # noqa: F401,F403
-from .dataset import *  # noqa: F401,F403
-from .scorecam import *  # noqa: F401,F403
+# What a notebook or a user calls; the rest stays importable from its module (for example
+# ``xaibias.explain.attribution.make_composite``). Importing ``competitive`` and ``scorecam``
+# registers their methods with :func:`attribute`.
+from . import competitive, reference, scorecam  # noqa: F401
+from .attribution import COMPOSITES, attribute, available_methods
+from .canonizers import DenseNetCanonizer, find_densenet_batchnorms
+from .dataset import attribute_dataset
+from .scorecam import score_cam
+
+__all__ = [
+    "attribute", "available_methods", "COMPOSITES", "METHODS", "DenseNetCanonizer",
+    "find_densenet_batchnorms", "attribute_dataset", "score_cam",
+]
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@ beyond a few index vectors is kept in memory, so 30,000 ISIC photos need no more
 File layout
 -----------
 The datasets follow ViRelAy's database specification for attribution files (the same layout that
-:func:`xaibias.analysis.write_attribution_h5` writes and CoRelAy's ``virelay_analysis.py`` example
+:func:`xaibias.analysis.export.write_attribution_h5` writes and CoRelAy's ``virelay_analysis.py`` example
 produces), so a finished file is a valid ``attributions`` source of a ViRelAy project:
 
 ``attribution``  float32 (N, C, h, w)

@@ -4,4 +4,6 @@ Train with ``xaibias.mitigation.fit_or_load(name, train_set, method, options, ep
 prepares the data and training hooks and calls :func:`xaibias.models.fit_or_load`.
 """
 
-from .methods import *  # noqa: F401,F403
+from .methods import CORRECTIONS, fit_or_load, prepare, rrr_penalty
+
+__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "rrr_penalty"]
