@@ -39,6 +39,11 @@ model; the key names the correction, its options and this package's source). Mit
     The mean is over all images of the batch (images without the artifact contribute zero), so
     ``lam`` does not depend on the batch size.
 
+``"pclarc"``, ``"aclarc"``, ``"rrclarc"``, ``"dfr"`` -- corrections of a trained model (notebook 07)
+    Registered here from :mod:`xaibias.mitigation.clarc` (see its docstring for what each changes
+    and costs): :func:`fit_or_load` trains (or loads) the plain baseline with the same arguments and
+    corrects it; they have no :func:`prepare` step.
+
 Public names: :data:`CORRECTIONS`, :data:`OPTIONS`, :func:`fit_or_load`, :func:`prepare`, :func:`balanced_indices`,
 :func:`make_augment`, :func:`rrr_penalty`, :func:`make_rrr_hook`.
 """
@@ -59,6 +64,7 @@ from .. import models
 from .._cache import content_hash, source_hash
 from .._checks import as_images, as_labels, as_masks, describe
 from ..data import ARTIFACTS, insert_artifact, unbiased_resample
+from .clarc import CLARC_CORRECTIONS, CLARC_OPTIONS, fit_correction
 
 __all__ = [
     "CORRECTIONS",
@@ -71,13 +77,14 @@ __all__ = [
     "make_rrr_hook",
 ]
 
-CORRECTIONS: tuple[str, ...] = ("resample", "augment", "rrr")
+CORRECTIONS: tuple[str, ...] = ("resample", "augment", "rrr") + CLARC_CORRECTIONS
 
 #: Options of each method and their defaults (``artifacts`` takes a name or a list of names).
 OPTIONS: dict[str, dict[str, Any]] = {
     "resample": {"artifacts": ("frame",), "strategy": "cells", "ratio": None, "seed": 0},
     "augment": {"artifacts": ("frame",), "p": 0.5, "balance": True},
     "rrr": {"artifacts": ("frame",), "lam": 10.0, "grad_of": "log_probs"},
+    **CLARC_OPTIONS,
 }
 
 _STRATEGIES = ("cells", "keep_artifact")
@@ -381,6 +388,8 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
         set that lacks what the method needs.
     """
     method = _check_method(method)
+    if method in CLARC_CORRECTIONS:
+        raise ValueError(f"{method!r} corrects a trained model and has no prepare step; use fit_or_load({method!r}, ...)")
     opts = _resolve_options(method, options)
     arts = _check_artifacts(opts["artifacts"])
     if not (hasattr(train_set, "images") and hasattr(train_set, "labels")):
@@ -430,7 +439,9 @@ def fit_or_load(name: str, train_set: Any, method: str | None = None, options: d
     method : one of :data:`CORRECTIONS`, or None for plain training
     options : the method's options (:data:`OPTIONS`); JSON-able, they are part of the cache key
     **fit_kwargs : passed on to :func:`xaibias.models.fit_or_load` (``epochs``, ``seed``, ``lr``,
-        ``batch_size``, ``device``, ...)
+        ``batch_size``, ``device``, ...); for the corrections of a trained model they define the
+        baseline, and ``fit_set=`` names the data the correction is fitted on
+        (:func:`xaibias.mitigation.clarc.fit_correction`)
 
     Returns
     -------
@@ -444,6 +455,8 @@ def fit_or_load(name: str, train_set: Any, method: str | None = None, options: d
         if taken in fit_kwargs:
             raise ValueError(f"{taken}= is set by mitigation.fit_or_load itself; call xaibias.models.fit_or_load to pass it")
     opts = dict(options or {})
+    if _check_method(method) in CLARC_CORRECTIONS:  # baseline + correction, cached by xaibias.mitigation.clarc
+        return fit_correction(name, train_set, method, opts, **fit_kwargs)
     data, hooks = prepare(method, train_set, **opts)
     key = content_hash("mitigation", method, opts, source_hash("mitigation"))
     return models.fit_or_load(name, data, train_hooks=hooks, hooks_key=key, **fit_kwargs)

@@ -1,0 +1,374 @@
+"""Concept activation vectors (CAVs): a direction in a layer's channel space that marks a concept.
+
+A CAV is fitted on the spatially pooled activations of one layer (``dict(model.named_modules())``
+names) for images with and without a concept, here an artifact whose flags are known. It serves four
+purposes in the Reveal-to-Revise loop (Pahde et al. 2023):
+
+* **retrieval**: :meth:`CAV.score` projects an image's pooled activations on the direction, one
+  number per image; unlabelled images with a high score probably carry the artifact;
+* **localisation**: :meth:`CAV.localize` starts an LRP pass (zennit composite) at the layer with
+  the relevance ``a * v`` (activation times CAV weight, per channel and position) and propagates it
+  to the input: an (N,H,W) map of where the concept is;
+* **testing**: :meth:`CAV.tcav` is the TCAV score (Kim et al. 2018), the share of images whose
+  target logit increases when the activations move along the CAV;
+* **correction**: the direction and the mean activations of clean / artifact images feed the
+  ClArC corrections of :mod:`xaibias.mitigation.clarc`.
+
+Methods (``method=``)
+---------------------
+``"signal"`` (default)
+    The class-mean difference ``mean(a | concept) - mean(a | no concept)``: the activation *pattern*
+    (Haufe et al. 2014) of the whitened, LDA-like filter, and up to scale the pattern CAV of Pahde
+    et al. ("Navigating neural space", 2025). It points where the concept moves the activations,
+    not where a classifier best separates them, and is not distracted by channels that only cancel
+    noise, which makes it the better direction to localise and to remove.
+``"svm"``
+    The normal of a linear SVM (scikit-learn ``LinearSVC``) on standardised activations, mapped
+    back to the raw channel space (the filter direction of the original TCAV).
+``"ridge"``
+    The weight vector of a ridge classifier (``RidgeClassifier``) on standardised activations,
+    mapped back likewise.
+
+``direction_`` is always a unit vector in the *raw* activation space, so it can be used directly
+on activations (projections, P-ClArC). ``auroc_`` is the detection AUROC of held-out images in a
+stratified k-fold cross-validation (the direction is refitted on each training fold and the held-out
+images are scored by their projection on it); it is never computed on the images the direction was
+fitted on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._checks import as_images, describe, model_device
+
+__all__ = ["CAV"]
+
+_METHODS = ("signal", "svm", "ridge")
+_LISTED = (nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+
+
+# --------------------------------------------------------------------------------------------------
+# activations at a named layer
+
+
+def find_layer(model: nn.Module, layer: Any) -> nn.Module:
+    """The sub-module named ``layer``; an unknown name raises a ValueError listing valid names."""
+    if not isinstance(layer, str) or not layer:
+        raise ValueError(f"layer must be a non-empty module name (a key of dict(model.named_modules())); got {layer!r}")
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        names = [n for n, m in modules.items() if n and isinstance(m, _LISTED)]
+        shown = ", ".join(repr(n) for n in names[-10:])
+        raise ValueError(
+            f"unknown layer {layer!r}: {type(model).__name__} has no module of that name; valid names include {shown} "
+            f"(all names: dict(model.named_modules()).keys())"
+        )
+    return modules[layer]
+
+
+@contextlib.contextmanager
+def capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, ``store["a"]`` holds the module's latest output."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        store["a"] = out
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _pool(a: torch.Tensor) -> torch.Tensor:
+    return a.flatten(2).mean(2) if a.ndim > 2 else a
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[torch.device]:
+    was = model.training
+    model.eval()
+    try:
+        yield model_device(model)
+    finally:
+        model.train(was)
+
+
+def _check_flags(flags: Any, n: int | None = None) -> np.ndarray:
+    f = flags.to_numpy() if hasattr(flags, "to_numpy") else np.asarray(flags.cpu() if torch.is_tensor(flags) else flags)
+    if f.ndim != 1:
+        raise ValueError(f"flags must be a 1-D bool array (one flag per image); got {describe(f)}")
+    if f.dtype != bool:
+        if np.issubdtype(f.dtype, np.number) and np.isin(f, (0, 1)).all():
+            f = f.astype(bool)
+        else:
+            raise ValueError(f"flags must be bool (or 0/1); got dtype {f.dtype}")
+    if n is not None and len(f) != n:
+        raise ValueError(f"mismatched lengths: {n} activation rows / images but {len(f)} flags")
+    if f.all() or not f.any():
+        raise ValueError(
+            f"flags are all {bool(f[0]) if len(f) else '?'} ({int(f.sum())} of {len(f)} flagged); a CAV needs images with "
+            "and without the concept"
+        )
+    return f
+
+
+def _check_acts(acts: Any, name: str = "activations") -> np.ndarray:
+    a = acts.detach().cpu().numpy() if torch.is_tensor(acts) else np.asarray(acts)
+    if a.ndim == 4:
+        a = a.reshape(*a.shape[:2], -1).mean(2)
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"{name} must be numeric (N, C) pooled activations (or (N,C,H,W) maps); got {describe(a)}")
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name} contain NaN or infinite values in row(s) {rows[:10].tolist()}{' ...' if len(rows) > 10 else ''} "
+            f"of {len(a)}"
+        )
+    return a.astype(np.float64)
+
+
+def _auroc(scores: np.ndarray, flags: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(flags, scores))
+
+
+# --------------------------------------------------------------------------------------------------
+# the estimator
+
+
+class CAV:
+    """A concept activation vector at one layer of a model (scikit-learn style estimator).
+
+    Parameters
+    ----------
+    layer : str
+        Module name (``dict(model.named_modules())`` key) whose output is pooled over space.
+        For a VGG-style network a ReLU after a convolution (non-negative, spatial) works well.
+    method : ``"signal"``, ``"svm"`` or ``"ridge"``
+        How the direction is found (module docstring).
+    random_state : int
+        Seed of the cross-validation split (and of LinearSVC).
+    C : float
+        Inverse regularisation of ``"svm"``.
+    alpha : float
+        Regularisation of ``"ridge"``.
+    cv : int
+        Folds for ``auroc_`` (reduced to the size of the rarer group when that is smaller, at least 2).
+    batch_size : int
+        Images per forward pass.
+
+    Attributes (after fitting)
+    --------------------------
+    direction_ : np.ndarray (C,)
+        Unit vector in the raw channel space, pointing towards the concept.
+    auroc_ : float
+        Cross-validated detection AUROC of the projection on the direction.
+    mean_concept_, mean_clean_ : np.ndarray (C,)
+        Mean pooled activations of the flagged and of the unflagged images.
+    n_features_in_ : int
+        Number of channels.
+
+    Examples
+    --------
+    >>> cav = CAV("features.13").fit(model, ds.images, ds.artifacts["frame"])
+    >>> cav.auroc_, cav.score(model, test.images), cav.localize(model, test.images[:8])
+    """
+
+    def __init__(self, layer: str | None, method: str = "signal", random_state: int = 0, C: float = 1.0,
+                 alpha: float = 1.0, cv: int = 5, batch_size: int = 128) -> None:
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
+        if layer is not None and (not isinstance(layer, str) or not layer):
+            raise ValueError(f"layer must be a module name (str) or None for fit_activations only; got {layer!r}")
+        for name, v in (("C", C), ("alpha", alpha)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+                raise ValueError(f"{name} must be a positive number; got {v!r}")
+        for name, v, lo in (("cv", cv, 2), ("batch_size", batch_size, 1), ("random_state", random_state, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
+        self.layer = layer
+        self.method = method
+        self.random_state = int(random_state)
+        self.C = float(C)
+        self.alpha = float(alpha)
+        self.cv = int(cv)
+        self.batch_size = int(batch_size)
+
+    def __repr__(self) -> str:
+        return f"CAV(layer={self.layer!r}, method={self.method!r}, random_state={self.random_state})"
+
+    # ---------------------------------------------------------------------------- activations
+    def _need_layer(self) -> str:
+        if self.layer is None:
+            raise ValueError("this CAV has layer=None (fitted from activations); pass layer= to use it on a model")
+        return self.layer
+
+    def activations(self, model: nn.Module, images: Any, pooled: bool = True) -> torch.Tensor:
+        """Activations of ``layer`` for ``images``: (N, C) pooled over space, or the raw maps.
+
+        Runs the model in eval mode without gradients, ``batch_size`` images at a time; returns a
+        float CPU tensor.
+        """
+        module = find_layer(model, self._need_layer())
+        x = as_images(images)
+        out = []
+        with _eval(model) as dev, torch.no_grad(), capture_output(module) as store:
+            for b in x.split(self.batch_size):
+                model(b.to(dev))
+                a = store["a"]
+                out.append((_pool(a) if pooled else a).float().cpu())
+        return torch.cat(out)
+
+    # ---------------------------------------------------------------------------- fitting
+    def _direction(self, a: np.ndarray, f: np.ndarray) -> np.ndarray:
+        if self.method == "signal":
+            w = a[f].mean(0) - a[~f].mean(0)
+        else:
+            mu, sd = a.mean(0), a.std(0)
+            sd = np.where(sd > 1e-12, sd, 1.0)
+            z = (a - mu) / sd
+            if self.method == "svm":
+                from sklearn.svm import LinearSVC
+
+                clf = LinearSVC(C=self.C, random_state=self.random_state, dual="auto", max_iter=5000)
+            else:
+                from sklearn.linear_model import RidgeClassifier
+
+                clf = RidgeClassifier(alpha=self.alpha)
+            clf.fit(z, f)
+            w = clf.coef_.reshape(-1) / sd  # the same linear function of the raw activations
+        norm = float(np.linalg.norm(w))
+        if not norm > 0:
+            raise ValueError(
+                "the concept direction is zero: the activations do not differ between flagged and unflagged images "
+                f"(layer {self.layer!r}); pick another layer"
+            )
+        return w / norm
+
+    def fit_activations(self, acts: Any, flags: Any) -> CAV:
+        """Fit from precomputed pooled activations ``acts`` (N, C) (or (N,C,H,W) maps) and flags (N,)."""
+        a = _check_acts(acts)
+        f = _check_flags(flags, n=len(a))
+        from sklearn.model_selection import StratifiedKFold
+
+        k = max(2, min(self.cv, int(f.sum()), int((~f).sum())))
+        oof = np.empty(len(a))
+        if min(int(f.sum()), int((~f).sum())) >= 2:
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+            for tr, te in folds.split(a, f):
+                oof[te] = a[te] @ self._direction(a[tr], f[tr])
+            self.auroc_ = _auroc(oof, f)
+        else:  # one image in the rarer group: nothing to hold out
+            self.auroc_ = float("nan")
+        self.direction_ = self._direction(a, f)
+        self.mean_concept_ = a[f].mean(0)
+        self.mean_clean_ = a[~f].mean(0)
+        self.n_features_in_ = a.shape[1]
+        self.n_concept_ = int(f.sum())
+        return self
+
+    def fit(self, model: nn.Module, images: Any, flags: Any) -> CAV:
+        """Fit on the pooled activations of ``layer`` for ``images`` with bool concept ``flags`` (N,)."""
+        x = as_images(images)
+        _check_flags(flags, n=len(x))
+        return self.fit_activations(self.activations(model, x), flags)
+
+    def _fitted(self) -> np.ndarray:
+        if not hasattr(self, "direction_"):
+            raise RuntimeError("this CAV is not fitted yet; call .fit(model, images, flags) or .fit_activations(acts, flags)")
+        return self.direction_
+
+    def _v(self, c: int) -> torch.Tensor:
+        v = self._fitted()
+        if c != len(v):
+            raise ValueError(f"layer {self.layer!r} has {c} channels but the CAV was fitted on {len(v)}")
+        return torch.as_tensor(v, dtype=torch.float32)
+
+    # ---------------------------------------------------------------------------- use
+    def score_activations(self, acts: Any) -> np.ndarray:
+        """Projection of pooled activations (N, C) on ``direction_``: one score per row."""
+        a = _check_acts(acts)
+        self._v(a.shape[1])  # checks the channel count
+        return a @ self.direction_
+
+    def score(self, model: nn.Module, images: Any) -> np.ndarray:
+        """One concept score per image: its pooled activations projected on ``direction_`` (N,)."""
+        self._fitted()
+        return self.score_activations(self.activations(model, images))
+
+    def localize(self, model: nn.Module, images: Any, composite: str | Any = "EpsilonPlusFlat",
+                 canonizers: str | Sequence | None = "auto", batch_size: int = 32) -> torch.Tensor:
+        """Where the concept is: LRP relevance of the CAV direction at ``layer``, propagated to the input.
+
+        The backward pass starts at the layer's output with the relevance ``a[c,h,w] * v[c]``
+        (activation times CAV weight; their sum over positions is the image's :meth:`score` times
+        H*W) and runs down through the zennit ``composite`` (any name of
+        :data:`xaibias.explain.COMPOSITES`, with the same canonizers as
+        :func:`xaibias.explain.attribute`). Returns float (N,H,W) maps on the CPU, summed over colour
+        channels; positive where the input makes the concept score larger.
+        """
+        from ..explain.attribution import make_composite
+
+        module = find_layer(model, self._need_layer())
+        self._fitted()
+        x = as_images(images)
+        comp = make_composite(composite, canonizers, model=model, input_shape=(1, *x.shape[1:]))
+        out = []
+        flags = [p.requires_grad for p in model.parameters()]
+        with _eval(model) as dev:
+            model.requires_grad_(False)
+            try:
+                with comp.context(model) as modified, capture_output(module) as store:
+                    for b in x.split(int(batch_size)):
+                        xb = b.to(dev).clone().requires_grad_(True)
+                        with torch.enable_grad():
+                            modified(xb)
+                            a = store["a"]
+                            v = self._v(a.shape[1]).to(dev).reshape(1, -1, *([1] * (a.ndim - 2)))
+                            (rel,) = torch.autograd.grad(a, xb, grad_outputs=(a * v).detach())
+                        out.append(rel.sum(1).detach().float().cpu())
+            finally:
+                for p, fl in zip(model.parameters(), flags):
+                    p.requires_grad_(fl)
+        return torch.cat(out)
+
+    def directional_derivatives(self, model: nn.Module, images: Any, target: int | Sequence[int]) -> np.ndarray:
+        """d logit_target / d epsilon when every position's activation moves by ``epsilon * v`` (N,)."""
+        from ..explain.attribution import resolve_target
+
+        module = find_layer(model, self._need_layer())
+        self._fitted()
+        x = as_images(images)
+        out = []
+        with _eval(model) as dev, capture_output(module) as store:
+            for s in range(0, len(x), self.batch_size):
+                b = x[s : s + self.batch_size].to(dev)
+                with torch.enable_grad():
+                    logits = model(b)
+                    t = resolve_target(target if isinstance(target, int) else torch.as_tensor(target)[s : s + len(b)],
+                                       len(b), logits.detach()).to(dev)
+                    a = store["a"]
+                    (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
+                v = self._v(a.shape[1]).to(dev)
+                out.append(torch.einsum("nc...,c->n", g, v).detach().double().cpu())
+        return torch.cat(out).numpy()
+
+    def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int]) -> float:
+        """TCAV score: the share of ``images`` whose ``target`` logit rises along the CAV (Kim et al. 2018).
+
+        0.5 means the concept pushes the class up as often as down; a model that ignores the concept
+        has directional derivatives near zero (see :meth:`directional_derivatives` for their size).
+        """
+        return float((self.directional_derivatives(model, images, target) > 0).mean())
