@@ -20,6 +20,7 @@ import ast
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,9 +129,10 @@ def assigned_names(code: str) -> tuple[list[str], list[ast.FunctionDef]]:
 def stub(solution: str, title: str, hint: str | None) -> str:
     """The student's cell for one solution."""
     names, functions = assigned_names(solution)
-    lines = [f"# Exercise: {title}"]
+    lines = [f"# {title}" if title.lower().startswith("exercise") else f"# Exercise: {title}"]
     if hint:
-        lines.append(f"# Hint: {hint}")
+        lines += textwrap.wrap(f"Hint: {hint}", width=100, initial_indent="# ", subsequent_indent="#   ",
+                               break_on_hyphens=False, break_long_words=False)
     fn_names = {f.name for f in functions}
     for f in functions:
         lines.append(f"def {f.name}({ast.unparse(f.args)}):")
