@@ -8,19 +8,13 @@ import pytest
 import torch
 from scipy import stats
 
-from xaibias.analysis.saliency import (
-    aurrac,
-    class_means,
+from xaibias.analysis.failure import aurrac, response_rate_accuracy, rrac_kendall_tau
+from xaibias.analysis.saliency import class_means, global_saliency, mean_saliency, peak_saliency, zscore
+from xaibias.analysis.variance import (
     compare_interclass_variance,
-    global_saliency,
     interclass_variance,
     interclass_variance_ci,
-    mean_saliency,
-    peak_saliency,
-    response_rate_accuracy,
-    rrac_kendall_tau,
     wilcoxon_saliency,
-    zscore,
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "cluster_gallery",
     "explanation_card",
     "tradeoff_plot",
+    "global_saliency_plot",
 ]
 
 CMAP = "bwr"
@@ -397,3 +398,37 @@ def tradeoff_plot(report: Any, x: str = "insertion_frame_pp", y: str = "acc_clea
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def global_saliency_plot(table: Any, method: str, aggregation: str, class_names: Sequence[str],
+                         train_sets: Sequence[str] | None = None, ax: plt.Axes | None = None,
+                         highlight: str | None = None) -> plt.Axes:
+    """Class means with their bootstrap intervals, one marker series per training set (Pfau et al., Fig. 1).
+
+    ``table`` is :func:`xaibias.analysis.global_table` output; the rows of ``method`` and
+    ``aggregation`` are drawn, the training sets side by side at each class (in ``train_sets``
+    order, default: as they appear). ``highlight`` shades one class.
+    """
+    sub = table[(table["method"] == method) & (table["aggregation"] == aggregation)]
+    if sub.empty:
+        raise ValueError(f"no rows for method={method!r}, aggregation={aggregation!r}; the table has "
+                         f"{sorted(set(zip(table['method'], table['aggregation'])))}")
+    names = list(class_names)
+    sets = list(train_sets) if train_sets is not None else list(dict.fromkeys(sub["train_set"]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.72 / max(len(sets), 1)
+    for k, name in enumerate(sets):
+        d = sub[sub["train_set"] == name].set_index("class_name").reindex(names)
+        pos = np.arange(len(names)) + (k - (len(sets) - 1) / 2) * width
+        ax.errorbar(pos, d["mean"], yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]], fmt="o", ms=4,
+                    capsize=2, label=name)
+    ax.set_xticks(range(len(names)), names)
+    if highlight is not None:
+        if highlight not in names:
+            raise ValueError(f"highlight {highlight!r} is not one of the classes {names}")
+        i = names.index(highlight)
+        ax.axvspan(i - 0.45, i + 0.45, color="gold", alpha=0.2)
+    ax.set_title(f"{method}, {aggregation}", fontsize=10)
+    ax.axhline(0, color="grey", lw=0.5)
+    return ax

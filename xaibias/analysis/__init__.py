@@ -11,34 +11,31 @@ CoRelAy/ViRelAy layout and :func:`bias_report`.
 from .agreement import agreement_baselines, cluster_agreement, cluster_artifact_table, pair_split_rate
 from .cav import *  # noqa: F401,F403
 from .export import write_virelay_project
+from .failure import ablation_table, aurrac, failure_table, response_rate_accuracy, rrac_kendall_tau
 from .gebi import GEBI, spray_vs_gebi
 from .groups import *  # noqa: F401,F403
 from .insertion import GEBI_TABLE1, bias_insertion, insertion_ratio
 from .metrics import aopc, enlarge_masks, relevance_mass_accuracy, relevance_rank_accuracy, welch_table
 from .report import bias_report
 from .robustness import robustness_table
-from .saliency import (
-    aurrac,
-    compare_interclass_variance,
-    global_saliency,
-    interclass_variance,
-    interclass_variance_ci,
-    mean_saliency,
-    peak_saliency,
-    response_rate_accuracy,
-    rrac_kendall_tau,
-    wilcoxon_saliency,
-    zscore,
-)
+from .saliency import global_saliency, global_table, mean_saliency, peak_saliency, saliency_table, zscore
 from .spray import SpRAy
 from .stats import bootstrap_ci
+from .variance import (
+    compare_interclass_variance,
+    interclass_variance,
+    interclass_variance_ci,
+    variance_table,
+    wilcoxon_saliency,
+)
 
 __all__ = [
     "SpRAy", "GEBI", "GEBI_TABLE1", "spray_vs_gebi", "cluster_agreement", "cluster_artifact_table",
     "agreement_baselines", "pair_split_rate", "bias_insertion", "insertion_ratio",
     "mean_saliency", "peak_saliency", "zscore", "global_saliency", "interclass_variance",
     "compare_interclass_variance", "interclass_variance_ci", "wilcoxon_saliency",
-    "response_rate_accuracy", "aurrac", "rrac_kendall_tau",
+    "response_rate_accuracy", "aurrac", "rrac_kendall_tau", "saliency_table", "global_table",
+    "variance_table", "failure_table", "ablation_table",
     "relevance_mass_accuracy", "relevance_rank_accuracy", "aopc", "enlarge_masks", "welch_table",
     "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci",
 ]

@@ -17,8 +17,12 @@ import torch
 from scipy import ndimage
 
 from .._checks import as_images, as_labels, as_masks, describe
+from .sampling import unbiased_resample
 
-__all__ = ["rgb_to_hsv", "segment_ink", "mask_iou", "ink_by_class", "ablate_to_ink", "PIGMENT_INK"]
+__all__ = [
+    "rgb_to_hsv", "segment_ink", "mask_iou", "ink_by_class", "ablate_to_ink", "PIGMENT_INK",
+    "scale_rates", "ink_training_sets",
+]
 
 #: A dark brown-mauve ink colour close to lesion pigment (for "ink that looks like the disease").
 PIGMENT_INK: tuple[float, float, float] = (0.33, 0.19, 0.2)
@@ -253,3 +257,58 @@ def ablate_to_ink(images: Any, ink_masks: Any) -> torch.Tensor:
     m = as_masks(ink_masks, like=x[:, 0], name="ink_masks")
     mean = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     return torch.where(m[:, None], x, mean).float()
+
+
+def scale_rates(rates: dict[str, float], strength: float, centre: float = 0.66) -> dict[str, float]:
+    """Per-class ink rates whose distance from ``centre`` is multiplied by ``strength``, clipped to [0, 1].
+
+    ``strength`` 1 returns ``rates``; 0 gives every class ``centre`` (no bias); 5 pushes the rates
+    five times as far apart (the dose-response check of notebook 03).
+    """
+    if not isinstance(rates, dict) or not rates:
+        raise TypeError(f"rates must be a non-empty dict class name -> rate; got {describe(rates)}")
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be a finite number >= 0; got {strength!r}")
+    if not 0 <= centre <= 1:
+        raise ValueError(f"centre must lie in [0, 1]; got {centre!r}")
+    return {c: float(np.clip(centre + strength * (r - centre), 0, 1)) for c, r in rates.items()}
+
+
+def ink_training_sets(
+    base: Any,
+    extra: Any,
+    rates: dict[str, float],
+    class_names: list[str],
+    colors: dict[str, tuple[float, float, float]] | None = None,
+    unbiased_rate: float = 0.66,
+    seed: int = 0,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """The four training sets of Pfau et al. (2019, Table 1), built from lesion datasets with masks.
+
+    ``base`` and ``extra`` are datasets with ``images``, ``labels`` and ``masks["lesion"]`` (for
+    example two :class:`xaibias.data.SyntheticLesions` with different seeds). Returns
+    ``{name: (images, labels, ink_flags)}`` for
+
+    - ``baseline``: ``base`` inked with the per-class ``rates`` (:func:`ink_by_class`);
+    - ``unbiased``: the baseline pooled with the uninked ``extra`` images, resampled
+      (:func:`xaibias.data.unbiased_resample`) so that ``unbiased_rate`` of every class is inked:
+      P(class | ink) = P(class | no ink); the extra pool is needed because the classes with the
+      highest ink rates have too few uninked images;
+    - ``ink-only``: every ``base`` image inked (new strokes, ``seed + 1``);
+    - ``ablated``: the ink-only images with every pixel but the ink replaced by the mean colour.
+    """
+    if not 0 < unbiased_rate < 1:
+        raise ValueError(f"unbiased_rate must lie strictly between 0 and 1; got {unbiased_rate!r}")
+    y, lesion = base.labels, base.masks["lesion"]
+    x_base, _, f_base = ink_by_class(base.images, y, rates, class_names, colors, lesion, seed=seed)
+    pool_x, pool_y = torch.cat([x_base, extra.images]), torch.cat([y, extra.labels])
+    pool_f = np.concatenate([f_base, np.zeros(len(extra.labels), bool)])
+    keep = unbiased_resample(pool_y, pool_f, ratio=(1 - unbiased_rate) / unbiased_rate, seed=seed)
+    x_ink, m_ink, _ = ink_by_class(base.images, y, {c: 1.0 for c in class_names}, class_names, colors, lesion,
+                                   seed=seed + 1)
+    return {
+        "baseline": (x_base, y, f_base),
+        "unbiased": (pool_x[keep], pool_y[keep], pool_f[keep]),
+        "ink-only": (x_ink, y, np.ones(len(y), bool)),
+        "ablated": (ablate_to_ink(x_ink, m_ink), y, np.ones(len(y), bool)),
+    }
