@@ -9,11 +9,11 @@ CoRelAy/ViRelAy layout and :func:`bias_report`.
 # What a notebook or a user calls; the rest stays importable from its module (for example
 # ``xaibias.analysis.robustness.rank_correlation`` or ``xaibias.analysis.export.read_attribution_h5``).
 from .agreement import agreement_baselines, cluster_agreement, cluster_artifact_table, pair_split_rate
-from .cav import *  # noqa: F401,F403
+from .cav import CAV
 from .export import write_virelay_project
 from .failure import ablation_table, aurrac, failure_table, response_rate_accuracy, rrac_kendall_tau
 from .gebi import GEBI, spray_vs_gebi
-from .groups import *  # noqa: F401,F403
+from .groups import group_accuracy
 from .insertion import GEBI_TABLE1, bias_insertion, insertion_ratio
 from .metrics import aopc, enlarge_masks, relevance_mass_accuracy, relevance_rank_accuracy, welch_table
 from .report import bias_report
@@ -37,5 +37,5 @@ __all__ = [
     "response_rate_accuracy", "aurrac", "rrac_kendall_tau", "saliency_table", "global_table",
     "variance_table", "failure_table", "ablation_table",
     "relevance_mass_accuracy", "relevance_rank_accuracy", "aopc", "enlarge_masks", "welch_table",
-    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci",
+    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci", "CAV", "group_accuracy",
 ]
