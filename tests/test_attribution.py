@@ -99,6 +99,30 @@ def test_gradcam_shapes_and_layer_choice(x):
         attribute(m, x, method="gradcam", layer="nope")
 
 
+def test_gradcam_equals_the_formula_by_hand(x):
+    # Selvaraju et al. (2017): weights = spatial mean of d logit_t / d A_k at the last convolution,
+    # map = ReLU(sum_k weight_k A_k), upsampled bilinearly to the input size
+    m = _model("small_vgg").eval()
+    layer = dict(m.named_modules())[xb.models.last_conv_layer(m)]
+    acts = {}
+    handle = layer.register_forward_hook(lambda mod, inp, out: acts.__setitem__("A", out))
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = m(x)
+    handle.remove()
+    A = acts["A"]
+    grads = torch.autograd.grad(logits[torch.arange(6), target].sum(), A)[0]
+    cam = torch.relu((grads.mean((2, 3), keepdim=True) * A).sum(1, keepdim=True))
+    by_hand = torch.nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    ours = attribute(m, x, target=target, method="gradcam")
+    torch.testing.assert_close(ours, by_hand.detach(), rtol=1e-4, atol=1e-6)
+    assert (by_hand > 0).any()  # the comparison is not between two zero maps
+    raw = attribute(m, x, target=target, method="gradcam", relu=False)  # without the ReLU, negatives stay
+    raw_by_hand = torch.nn.functional.interpolate((grads.mean((2, 3), keepdim=True) * A).sum(1, keepdim=True),
+                                                  size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(raw, raw_by_hand.detach(), rtol=1e-4, atol=1e-6)
+    assert (raw < 0).any()
+
+
 def test_target_variants_and_single_image(x):
     m = _model("small_vgg")
     with torch.no_grad():

@@ -69,6 +69,10 @@ def test_blur_and_sharpen_behave():
     out = rb.blur(img, sigma=1.5)
     assert out[0, 0, 10, 10] < 0.2 and out[0, 0].sum().item() == pytest.approx(1.0, abs=1e-4)  # mass kept
     assert out[0, 0, 10, 11] > out[0, 0, 10, 13] > 0  # decays with distance
+    flat = torch.full((1, 3, 6, 6), 0.3)
+    torch.testing.assert_close(rb.blur(flat, sigma=1.0), flat)  # reflected edges: a flat image stays flat
+    with pytest.raises(ValueError, match="sigma 3 is too large for \\(6, 6\\) images"):
+        rb.blur(flat, sigma=3.0)
     step = torch.zeros(1, 3, 8, 8)
     step[..., 4:] = 0.6
     step += 0.2

@@ -120,6 +120,14 @@ def as_labels(labels: Any, n: int | None = None, name: str = "labels") -> torch.
     return t
 
 
+def check_int(value: Any, name: str, minimum: int, what: str | None = None) -> int:
+    """``value`` as an int >= ``minimum``; bools, floats and smaller ints raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        meaning = f" ({what})" if what else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{meaning}; got {value!r}")
+    return int(value)
+
+
 def check_same_n(**arrays: Any) -> int:
     """Raise unless all given arrays have the same first dimension; return it."""
     sizes = {k: len(v) for k, v in arrays.items()}

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy.stats import rankdata
 from torchvision.transforms.functional import InterpolationMode
+from torchvision.transforms.functional import gaussian_blur as _tv_gaussian_blur
 from torchvision.transforms.functional import rotate as _tv_rotate
 
 from .._checks import as_images, as_relevance, describe
@@ -174,18 +174,16 @@ def _check_positive(value: Any, name: str) -> float:
 
 
 def _gauss(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    # torchvision's Gaussian blur, truncated at 3 sigma (edges reflected)
     radius = max(1, int(np.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    c = images.shape[1]
-    out = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(out, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(out, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    if radius >= min(images.shape[-2:]):
+        raise ValueError(f"sigma {sigma:g} is too large for {tuple(images.shape[-2:])} images: the blur "
+                         f"reaches 3 sigma = {radius} pixels, which must be less than the image side")
+    return _tv_gaussian_blur(images, kernel_size=[2 * radius + 1] * 2, sigma=[sigma, sigma])
 
 
 def blur(images: Any, sigma: float = 1.0) -> torch.Tensor:
-    """Gaussian blur with standard deviation ``sigma`` pixels (edges replicated)."""
+    """Gaussian blur with standard deviation ``sigma`` pixels (torchvision's, edges reflected)."""
     t = as_images(images)
     return _gauss(t, _check_positive(sigma, "sigma")).clamp(0, 1)
 

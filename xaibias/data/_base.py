@@ -34,6 +34,19 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i]
 
+    def class_counts(self) -> dict[str, int]:
+        """Number of images per class name."""
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts))
+
+    def _repr_fields(self) -> dict[str, Any]:
+        # subclasses add their own constructor settings
+        return {"n": len(self), "size": int(self.images.shape[-1]), "classes": self.class_counts()}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())
+        return f"{type(self).__name__}({fields})"
+
     # -- helpers -------------------------------------------------------------------------------
     def cache_key(self) -> str:
         """A content hash of :attr:`spec` (all constructor arguments and the subset), for caches."""

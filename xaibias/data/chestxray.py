@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._checks import check_int
 from ._base import ArrayDataset
 
 __all__ = ["SyntheticChestXray", "XRAY_CLASSES", "MARKER_SITES"]
@@ -72,12 +73,6 @@ _LETTERS = {
     "L": ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
     "R": ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
 }
-
-
-def _check_int(value: Any, name: str, lo: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo} ({what}); got {value!r}")
-    return int(value)
 
 
 def _check_unit(value: Any, name: str) -> float:
@@ -288,12 +283,12 @@ class SyntheticChestXray(ArrayDataset):
         border_class: int | None = None,
         seed: int = 0,
     ) -> None:
-        n = _check_int(n, "n", 1, "number of images")
-        size = _check_int(size, "size", 32, "image side in pixels")
+        n = check_int(n, "n", 1, "number of images")
+        size = check_int(size, "size", 32, "image side in pixels")
         if isinstance(classes, bool) or classes not in (2, 3):
             raise ValueError(f"classes must be 2 (normal, pneumonia) or 3 (normal, pneumonia, covid); got {classes!r}")
         difficulty = _check_unit(difficulty, "difficulty")
-        seed = _check_int(seed, "seed", 0, "random seed")
+        seed = check_int(seed, "seed", 0, "random seed")
         k = int(classes)
         if border_class is None:
             border_class = k - 1
@@ -357,9 +352,5 @@ class SyntheticChestXray(ArrayDataset):
             cols[f"marker_{letter}_{corner}"] = sites == j
         self.artifacts = pd.DataFrame(cols)
 
-    def __repr__(self) -> str:
-        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
-        return (
-            f"SyntheticChestXray(n={len(self)}, size={self.images.shape[-1]}, "
-            f"classes={dict(zip(self.class_names, counts))}, difficulty={self.spec['difficulty']}, bias={self.bias})"
-        )
+    def _repr_fields(self) -> dict[str, Any]:
+        return {**super()._repr_fields(), "difficulty": self.spec["difficulty"], "bias": self.bias}

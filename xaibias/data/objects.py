@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int
 from ._base import ArrayDataset
 
 __all__ = ["SyntheticObjects", "OBJECT_CLASSES", "FRUIT_CLASSES", "OBJECT_BACKGROUNDS", "FRUIT_BACKGROUNDS"]
@@ -367,12 +368,6 @@ def _fruits(labels: torch.Tensor, gen, size, y, x):
 # ------------------------------------------------------------------------------------ dataset
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
-
-
 class SyntheticObjects(ArrayDataset):
     """Object-bias or background-bias images with known ground truth (Schaaf et al. 2021).
 
@@ -409,9 +404,9 @@ class SyntheticObjects(ArrayDataset):
     _per_item = ("images", "labels", "masks", "meta")
 
     def __init__(self, n: int = 2000, size: int = 64, kind: str = "object", biased: bool = True, seed: int = 0) -> None:
-        n = _check_int(n, "n", 1)
-        size = _check_int(size, "size", 32)
-        seed = _check_int(seed, "seed", 0)
+        n = check_int(n, "n", 1)
+        size = check_int(size, "size", 32)
+        seed = check_int(seed, "seed", 0)
         if kind not in _KIND_ID:
             raise ValueError(f"kind must be 'object' or 'background'; got {kind!r}")
         if not isinstance(biased, (bool, np.bool_)):
@@ -483,9 +478,5 @@ class SyntheticObjects(ArrayDataset):
             meta["ball"] = ball.numpy()
         self.meta = pd.DataFrame(meta)
 
-    def __repr__(self) -> str:
-        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
-        return (
-            f"SyntheticObjects(kind={self.kind!r}, biased={self.biased}, n={len(self)}, "
-            f"size={self.images.shape[-1]}, classes={dict(zip(self.class_names, counts))})"
-        )
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "biased": self.biased, **super()._repr_fields()}
