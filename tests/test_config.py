@@ -73,3 +73,14 @@ def test_pick_follows_fast(monkeypatch):
     assert xb.config.pick(1, 2) == 1
     monkeypatch.setattr(config, "FAST", False)
     assert xb.config.pick(1, 2) == 2
+
+
+def test_parse_seeds():
+    from xaibias.config import parse_seeds
+
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,3,7") == [0, 3, 7]
+    assert parse_seeds(" 2 , 5-6 ") == [2, 5, 6]
+    for bad in ("", "a-b", "-1", "3,x"):
+        with pytest.raises(ValueError, match="non-negative seeds such as 0-4"):
+            parse_seeds(bad)

@@ -7,8 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,12 +35,10 @@ def test_settings_match_the_notebook():
         "".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "02_spray_vs_gebi.ipynb").read_text())["cells"])
 
 
-def test_parse_seeds():
-    s = _script()
-    assert s.parse_seeds("0-4") == [0, 1, 2, 3, 4]
-    assert s.parse_seeds("3,1") == [3, 1]
-    with pytest.raises(ValueError, match="--seeds"):
-        s.parse_seeds("")
+def test_parse_seeds_is_the_shared_one():
+    from xaibias.config import parse_seeds
+
+    assert _script().parse_seeds is parse_seeds
 
 
 def test_tiny_run_prints_the_table(tmp_path, monkeypatch, capsys):

@@ -28,22 +28,9 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from xaibias.config import parse_seeds  # one seed syntax for every tool
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            seeds.extend(range(int(a), int(b) + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds must name non-negative seeds such as 0-4 or 0,2,5; got {text!r}")
-    return seeds
 
 
 def run_one(nb: Path, seed: int, threads: int, out: Path, timeout: int) -> dict:

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 import xaibias as xb
+from xaibias.config import parse_seeds
 
 # notebook 02's settings cell (synthetic data); tests/test_spray_vs_gebi_seeds.py checks they match
 MODEL, SIZE = "small_vgg", 64
@@ -48,21 +49,6 @@ IMAGE_WEIGHT = 1.0
 HELD_FRACTION = 0.2  # the notebook holds back this share of its own seed's images for the cards
 MIN_IMAGES = 30
 FRAME_BIAS = (0.8, 0.1)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            seeds.extend(range(int(a), int(b) + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds must name non-negative seeds such as 0-4 or 0,2,5; got {text!r}")
-    return seeds
 
 
 def one_seed(seed: int, fast: bool, held_out: bool, n_images: int | None = None, epochs: int | None = None,

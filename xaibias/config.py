@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["FAST", "SEED", "is_fast", "read_seed", "device", "seed_everything", "cache_dir", "data_dir", "pick"]
+__all__ = ["FAST", "SEED", "is_fast", "read_seed", "parse_seeds", "device", "seed_everything", "cache_dir", "data_dir", "pick"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -63,6 +63,24 @@ def read_seed(environ: dict[str, str] | None = None) -> int:
 
 FAST: bool = is_fast()
 SEED: int = read_seed()
+
+def parse_seeds(text: str) -> list[int]:
+    """A list of seeds from ``"0-4"`` (-> [0, 1, 2, 3, 4]) or ``"0,3,7"``, as the tools' ``--seeds`` take it."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                seeds.extend(range(int(a), int(b) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds must name non-negative seeds such as 0-4 or 0,2,5; got {text!r}")
+    return seeds
+
 
 T = TypeVar("T")
 U = TypeVar("U")
