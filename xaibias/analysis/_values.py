@@ -1,8 +1,8 @@
-"""Checks shared by the saliency, variance and failure-curve functions: one value per image, with labels."""
+"""Checks shared by the saliency, variance and failure-curve functions: values with labels, models, methods."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 
 from .._checks import as_labels, describe
 
-__all__ = ["as_values", "values_and_labels", "check_class_names", "plain"]
+__all__ = ["as_values", "values_and_labels", "check_class_names", "plain", "check_models", "check_methods"]
 
 
 
@@ -76,3 +76,18 @@ def check_class_names(class_names: Sequence[str] | None, labels: np.ndarray) -> 
 
 def plain(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
+
+
+def check_models(models: Any) -> dict:
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError(f"models must be a non-empty dict name -> model; got {describe(models)}")
+    return dict(models)
+
+
+def check_methods(methods: Any) -> dict[str, dict]:
+    if not isinstance(methods, Mapping) or not methods:
+        raise TypeError(
+            "methods must be a non-empty dict method -> keyword arguments of attribute(), e.g. "
+            f"{{'gradcam': {{}}}}; got {describe(methods)}"
+        )
+    return {str(k): dict(v or {}) for k, v in methods.items()}

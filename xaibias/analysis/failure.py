@@ -23,7 +23,7 @@ from .._checks import as_labels, describe
 from ..data.ink import ablate_to_ink
 from ..explain import attribute
 from ..models import predict_proba
-from ._values import as_values
+from ._values import as_values, check_methods, check_models
 from .saliency import peak_saliency
 
 __all__ = ["response_rate_accuracy", "aurrac", "rrac_kendall_tau", "failure_table", "ablation_table"]
@@ -181,6 +181,7 @@ def failure_table(
 
     Returns ``(table, curves)`` with ``curves[model, method, group]`` the curve DataFrame.
     """
+    models, methods = check_models(models), check_methods(methods)
     y = as_labels(labels, name="labels")
     sel = {}
     for group, mask in groups.items():
@@ -194,7 +195,7 @@ def failure_table(
         pred = predict_proba(model, images).argmax(1)
         correct = (pred == y).numpy()
         for method, kw in methods.items():
-            R = attribute(model, images, target=pred, method=method, batch_size=batch_size, **(kw or {}))
+            R = attribute(model, images, target=pred, method=method, batch_size=batch_size, **kw)
             s = peak_saliency(R, masks, percentile)
             for group, m in sel.items():
                 idx = np.flatnonzero(m[s.index])

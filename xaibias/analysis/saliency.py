@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._checks import as_labels, as_masks, as_relevance, describe
+from .._checks import as_labels, as_masks, as_relevance
 from ..explain import attribute
-from ._values import as_values, check_class_names, plain, values_and_labels
+from ._values import as_values, check_class_names, check_methods, check_models, plain, values_and_labels
 
 __all__ = [
     "mean_saliency",
@@ -298,21 +298,6 @@ def class_means(values: Any, labels: Any) -> pd.Series:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_models(models: Any) -> dict:
-    if not isinstance(models, Mapping) or not models:
-        raise TypeError(f"models must be a non-empty dict name -> model; got {describe(models)}")
-    return dict(models)
-
-
-def _check_methods(methods: Any) -> dict[str, dict]:
-    if not isinstance(methods, Mapping) or not methods:
-        raise TypeError(
-            "methods must be a non-empty dict method -> keyword arguments of attribute(), e.g. "
-            f"{{'gradcam': {{}}}}; got {describe(methods)}"
-        )
-    return {str(k): dict(v or {}) for k, v in methods.items()}
-
-
 def saliency_table(
     models: Mapping[str, torch.nn.Module],
     images: Any,
@@ -341,7 +326,7 @@ def saliency_table(
         the position in ``images``; images with an empty mask are left out); ``maps[name, method]``
         is the (N,H,W) relevance.
     """
-    models, methods = _check_models(models), _check_methods(methods)
+    models, methods = check_models(models), check_methods(methods)
     if target not in ("true", "predicted"):
         raise ValueError(f"target must be 'true' or 'predicted'; got {target!r}")
     y = as_labels(labels, name="labels")
