@@ -313,12 +313,12 @@ def _clusters(R: np.ndarray, thumbs: torch.Tensor, flags: pd.DataFrame, target: 
     Xs = thumbs[torch.as_tensor(sel)].float() / 255.0
     art = flags.iloc[sel].reset_index(drop=True)
     cols = [a for a in art.columns if art[a].any()]
-    nn_ = min(10, len(sel) - 1)
-    out: dict[str, Any] = {"scope": scope, "n": int(len(sel)), "n_zero_maps": n_zero, "n_neighbors": nn_,
+    n_neighbors = min(10, len(sel) - 1)
+    out: dict[str, Any] = {"scope": scope, "n": int(len(sel)), "n_zero_maps": n_zero, "n_neighbors": n_neighbors,
                            "max_k": _MAX_K, "methods": {}}
     fitted: dict[str, Any] = {"index": sel, "images": Xs, "relevance": Rs}
-    for name, est in tqdm((("SpRAy", SpRAy(n_clusters=2, n_neighbors=nn_, random_state=seed)),
-                           ("GEBI", GEBI(n_clusters=2, image_weight=1.0, n_neighbors=nn_, random_state=seed))),
+    for name, est in tqdm((("SpRAy", SpRAy(n_clusters=2, n_neighbors=n_neighbors, random_state=seed)),
+                           ("GEBI", GEBI(n_clusters=2, image_weight=1.0, n_neighbors=n_neighbors, random_state=seed))),
                           desc="cluster relevance", unit="method"):
         est.fit(Rs, Xs)
         k = est.suggest_n_clusters(2, max(2, min(_MAX_K, len(est.eigenvalues_) - 1)))
