@@ -29,7 +29,7 @@ def assert_wrong(fn, *args, match: str, **kwargs):
 
 
 def assert_right(capsys, fn, *args, **kwargs) -> str:
-    assert fn(*args, **kwargs) is True
+    assert fn(*args, **kwargs) is None
     out = capsys.readouterr().out
     assert out.startswith("Right: ")
     return out
@@ -70,10 +70,12 @@ def test_reversed_drop(capsys):
     assert_wrong(teaching.check_reversed_drop, 0.05, 0.90, 0.59, match="differ by \\+0.310")
     assert_pending(capsys, teaching.check_reversed_drop, ..., ..., ...)
     # the prediction is reported, not marked
-    assert teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="smaller") is True
-    assert "Your prediction held" in capsys.readouterr().out
-    assert teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="larger") is True
-    assert "You predicted 'larger'" in capsys.readouterr().out
+    assert "Your prediction held" in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7, compare_to=0.31,
+                                                  prediction="smaller")
+    assert "You predicted 'larger'" in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7,
+                                                    compare_to=0.31, prediction="larger")
+    assert "close to chance" in assert_right(capsys, teaching.check_reversed_drop, 0.0, 0.6, 0.6)
+    assert "close to chance" not in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7)
     with pytest.raises(ValueError, match="prediction must be"):
         teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="lower")
 

@@ -13,7 +13,7 @@ notebook's own numbers. A check
   the student version) or ``None``, so a student notebook runs from top to bottom before any
   exercise is done.
 
-Each check returns ``True`` for a right answer. The reference values are computed here by an
+Checks return ``None`` (so a check cell shows only its message). The reference values are computed here by an
 independent route (the library function, or a formula written out), never copied from an output.
 
 Import it as ``from xaibias import teaching`` (or ``xb.teaching``); it is not part of
@@ -70,9 +70,8 @@ def _wrong(message: str) -> None:
     raise NotYet("Not yet: " + message)
 
 
-def _right(message: str) -> bool:
+def _right(message: str) -> None:
     print("Right: " + message)
-    return True
 
 
 def _scalar(x: Any, name: str) -> float:
@@ -145,7 +144,7 @@ def isolated_rng() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------
 # 00 · data and bias
 
-def check_rule_accuracy(answer: Any, flags: Any, labels: Any) -> bool | None:
+def check_rule_accuracy(answer: Any, flags: Any, labels: Any) -> None:
     """Accuracy of the rule "frame -> malignant" (label 1) on a data set.
 
     ``flags``: bool per image (has a frame); ``labels``: 0/1 per image. The reference is the share
@@ -175,7 +174,7 @@ def check_rule_accuracy(answer: Any, flags: Any, labels: Any) -> bool | None:
     return None
 
 
-def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags: Any) -> bool | None:
+def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags: Any) -> None:
     """Accuracy on the framed and on the unframed images of one test set.
 
     ``correct``: 1.0/0.0 per image (was the model right); ``flags``: bool per image (has a frame).
@@ -206,7 +205,7 @@ def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags
 
 
 def check_reversed_drop(answer: Any, acc_same: Any, acc_reversed: Any, compare_to: Any = None,
-                        prediction: str | None = None) -> bool | None:
+                        prediction: str | None = None) -> None:
     """Accuracy drop when the co-occurrence is reversed: ``acc_same - acc_reversed``.
 
     ``compare_to``: another drop (the notebook's strong-bias model) to compare with;
@@ -226,7 +225,10 @@ def check_reversed_drop(answer: Any, acc_same: Any, acc_reversed: Any, compare_t
             _wrong(f"{a:.1f} looks like percentage points; give the drop as a fraction (accuracies are fractions).")
         _wrong(f"your drop is {a:+.3f} but the two accuracies differ by {ref:+.3f} "
                f"({s:.3f} - {r:.3f}); did you take both from the same model?")
-    msg = f"the accuracy falls by {ref:+.3f} when the co-occurrence is reversed ({s:.3f} -> {r:.3f})."
+    msg = (f"the drop is {ref:+.3f}: accuracy {s:.3f} on the same distribution, {r:.3f} with the co-occurrence "
+           "reversed (chance 0.5).")
+    if s < 0.65:
+        msg += " Careful: this model is close to chance even without the reversal; a model that learned little has little to lose."
     if compare_to is not None and compare_to is not Ellipsis:
         other = _scalar(compare_to, "compare_to")
         moved = "smaller" if ref < other - 0.02 else "larger" if ref > other + 0.02 else "same"
@@ -271,7 +273,7 @@ def _zennit_gamma(net: torch.nn.Module, x: torch.Tensor, gamma: float, target: i
 
 
 def check_gamma_rule(answer: Any, net: torch.nn.Module, x: torch.Tensor, gamma: float = 0.25,
-                     target: int = 0) -> bool | None:
+                     target: int = 0) -> None:
     """Input relevance of the gamma rule on every linear layer of a small sequential net.
 
     Compared with :mod:`xaibias.explain.reference` and with zennit's ``Gamma`` rule (which must
@@ -313,7 +315,7 @@ def check_gamma_rule(answer: Any, net: torch.nn.Module, x: torch.Tensor, gamma: 
 
 
 def check_bias_absorbed(answer: Any, net: torch.nn.Module, x: torch.Tensor, bias: Sequence[float],
-                        target: int = 0) -> bool | None:
+                        target: int = 0) -> None:
     """Share of the logit that LRP-0 does *not* pass to the input once the last layer has ``bias``.
 
     The reference copies ``net`` (a Linear-ReLU-Linear net without biases), gives its last linear
@@ -359,7 +361,7 @@ def check_bias_absorbed(answer: Any, net: torch.nn.Module, x: torch.Tensor, bias
     return None
 
 
-def check_stride2_share(answer: Any, relevance: Any) -> bool | None:
+def check_stride2_share(answer: Any, relevance: Any) -> None:
     """Share of one map's energy at the period-2 frequencies (0, W/2), (H/2, 0), (H/2, W/2), mean removed."""
     from .analysis import checker as chk
 
@@ -392,7 +394,7 @@ def check_stride2_share(answer: Any, relevance: Any) -> bool | None:
 # --------------------------------------------------------------------------------------------------
 # 02 · SpRAy vs GEBI
 
-def check_one_cluster_f1(answer: Any, flags: Any) -> bool | None:
+def check_one_cluster_f1(answer: Any, flags: Any) -> None:
     """F1 of one cluster that holds every image, against an artifact with per-image ``flags``."""
     if _pending("the F1 of one all-in-one cluster", answer):
         return None
@@ -418,7 +420,7 @@ def check_one_cluster_f1(answer: Any, flags: Any) -> bool | None:
     return None
 
 
-def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clusters: int | None = None) -> bool | None:
+def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clusters: int | None = None) -> None:
     """The number of clusters k with the largest gap ``eigenvalues[k] - eigenvalues[k-1]`` (ascending)."""
     from .analysis.spray import eigengap
 
@@ -448,7 +450,7 @@ def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clu
     return None
 
 
-def check_image_share(answer: Any, weight: float, features: Any = None, relevance_dims: int | None = None) -> bool | None:
+def check_image_share(answer: Any, weight: float, features: Any = None, relevance_dims: int | None = None) -> None:
     """Share of GEBI's feature variance carried by the image part at image weight ``weight``.
 
     Both parts are scaled to unit total variance before weighting, so the share is
@@ -480,7 +482,7 @@ def check_image_share(answer: Any, weight: float, features: Any = None, relevanc
 # --------------------------------------------------------------------------------------------------
 # 04 · CRP and robustness
 
-def check_balanced_rates(q_malignant: Any, q_benign: Any, rates: Sequence[float], target: float) -> bool | None:
+def check_balanced_rates(q_malignant: Any, q_benign: Any, rates: Sequence[float], target: float) -> None:
     """Class-dependent pasting probabilities that bring both classes to the artifact rate ``target``.
 
     ``rates``: (rate among malignant, rate among benign) before augmentation. Pasting only changes
@@ -509,7 +511,7 @@ def check_balanced_rates(q_malignant: Any, q_benign: Any, rates: Sequence[float]
     return None
 
 
-def check_relevance_mass(answer: Any, relevance: Any, mask: Any) -> bool | None:
+def check_relevance_mass(answer: Any, relevance: Any, mask: Any) -> None:
     """Relevance mass accuracy of one map: positive relevance inside ``mask`` over all positive relevance."""
     if _pending("the relevance mass on the mask", answer):
         return None
@@ -537,7 +539,7 @@ def check_relevance_mass(answer: Any, relevance: Any, mask: Any) -> bool | None:
 
 
 def check_insertion_effect(answer: Any, model: Any, images: Any, labels: Any, seed: int,
-                           artifact_params: dict | None = None, compare: dict | None = None) -> bool | None:
+                           artifact_params: dict | None = None, compare: dict | None = None) -> None:
     """Mean change (pp) of P(malignant) of *benign* images when a frame is pasted in.
 
     Recomputed with :func:`xaibias.analysis.bias_insertion` (artifact ``"frame"``, ``target_class=1``,
@@ -624,7 +626,7 @@ def aopc_one(model: torch.nn.Module, image: torch.Tensor, relevance: torch.Tenso
 
 
 def check_aopc(answer: Any, model: torch.nn.Module, image: torch.Tensor, relevance: torch.Tensor, target: int,
-               patch: int, replacement: str = "black") -> bool | None:
+               patch: int, replacement: str = "black") -> None:
     """AOPC of one image by hand (softmax score, most relevant first, k = 1..L).
 
     ``replacement="black"`` is checked against :func:`xaibias.analysis.aopc` as well;
@@ -667,7 +669,7 @@ def check_aopc(answer: Any, model: torch.nn.Module, image: torch.Tensor, relevan
     return None
 
 
-def check_welch_t(answer: Any, a: Any, b: Any) -> bool | None:
+def check_welch_t(answer: Any, a: Any, b: Any) -> None:
     """Welch's t statistic of sample ``a`` against ``b``: (mean_a - mean_b) / sqrt(s_a^2/n_a + s_b^2/n_b), ddof 1."""
     if _pending("Welch's t statistic", answer):
         return None
@@ -696,7 +698,7 @@ def check_welch_t(answer: Any, a: Any, b: Any) -> bool | None:
 # --------------------------------------------------------------------------------------------------
 # 06 · reducing bias
 
-def check_resample_size(answer: Any, flags: Any, labels: Any) -> bool | None:
+def check_resample_size(answer: Any, flags: Any, labels: Any) -> None:
     """Images kept by cell resampling: in each artifact group (with / without), twice the rarer class's count."""
     if _pending("the number of images resampling keeps", answer):
         return None
@@ -715,7 +717,7 @@ def check_resample_size(answer: Any, flags: Any, labels: Any) -> bool | None:
     return None
 
 
-def check_effect_ratio(answer: Any, effect: Any, baseline: Any) -> bool | None:
+def check_effect_ratio(answer: Any, effect: Any, baseline: Any) -> None:
     """Insertion effect of a mitigated model as a share of the baseline's: ``effect / baseline``."""
     if _pending("the effect ratio", answer, effect, baseline):
         return None
@@ -737,7 +739,7 @@ def check_effect_ratio(answer: Any, effect: Any, baseline: Any) -> bool | None:
     return None
 
 
-def check_gap_by_method(answer: Any, report: pd.DataFrame) -> bool | None:
+def check_gap_by_method(answer: Any, report: pd.DataFrame) -> None:
     """Mean over seeds of ``acc_same - acc_reversed`` per method, as a Series indexed by method."""
     if _pending("the same-minus-reversed accuracy gap per method", answer):
         return None
