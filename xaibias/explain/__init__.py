@@ -14,11 +14,12 @@ from . import competitive, reference, scorecam  # noqa: F401
 from .attribution import COMPOSITES, attribute, available_methods
 from .canonizers import DenseNetCanonizer, find_densenet_batchnorms
 from .dataset import attribute_dataset
+from .lrp_engine import prepare_lrp
 from .scorecam import score_cam
 
 __all__ = [
     "attribute", "available_methods", "COMPOSITES", "METHODS", "DenseNetCanonizer",
-    "find_densenet_batchnorms", "attribute_dataset", "score_cam",
+    "find_densenet_batchnorms", "attribute_dataset", "score_cam", "prepare_lrp",
 ]
 
 

@@ -1,7 +1,9 @@
 """One call for every attribution method: :func:`attribute` returns (N,H,W) relevance.
 
 Built-in methods: ``gradient``, ``input_x_gradient``, ``integrated_gradients`` (captum),
-``gradcam`` (captum's LayerGradCam, upsampled) and ``lrp`` (zennit composites and canonizers).
+``gradcam`` (captum's LayerGradCam, upsampled) and ``lrp`` (zennit composites and canonizers; where
+the prepared engine of :mod:`xaibias.explain.lrp_engine` handles the model, it computes the same
+numbers without hooks, see ``engine=``).
 Other modules add methods with :func:`register_method` (Score-CAM, competitive gradient x input).
 
 Conventions
@@ -18,6 +20,7 @@ Conventions
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -262,13 +265,60 @@ def _gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str
     return a.sum(dim=1)
 
 
+# prepared engines per model (weak keys: a deleted model frees its engine); each entry is checked
+# against the model's module structure before use, and the engine itself re-derives its parameters
+# when any parameter or buffer changes (version counters), so a cached engine never goes stale
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared_engine(model: nn.Module, composite: Any, canonizers: Any, epsilon: float, low: Any, high: Any):
+    """The cached :class:`~xaibias.explain.lrp_engine.PreparedLRP` for these settings (or raise
+    :class:`~xaibias.explain.lrp_engine.LRPEngineUnsupported`)."""
+    from .lrp_engine import LRPEngineUnsupported, PreparedLRP
+
+    if not isinstance(composite, str):
+        raise LRPEngineUnsupported("a zennit Composite instance is run by zennit itself")
+    if not (canonizers is None or isinstance(canonizers, str)):
+        raise LRPEngineUnsupported("a custom list of canonizers is run by zennit itself")
+    if not all(isinstance(v, (int, float)) for v in (low, high)):  # tensor bounds: prepare, do not cache
+        return PreparedLRP(model, composite, canonizers, epsilon=epsilon, low=low, high=high)
+    key = (composite, canonizers, float(epsilon), float(low), float(high))
+    signature = tuple(id(m) for m in model.modules())
+    try:
+        per_model = _ENGINES.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced
+        return PreparedLRP(model, composite, canonizers, epsilon=epsilon, low=low, high=high)
+    hit = per_model.get(key)
+    if hit is None or hit[0] != signature:
+        try:
+            hit = (signature, PreparedLRP(model, composite, canonizers, epsilon=epsilon, low=low, high=high))
+        except LRPEngineUnsupported as exc:
+            hit = (signature, exc)
+        per_model[key] = hit
+    if isinstance(hit[1], Exception):
+        raise hit[1]
+    return hit[1]
+
+
 def _lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, composite: str | Any = "EpsilonPlusFlat",
          canonizers: str | Sequence | None = "auto", epsilon: float = 1e-6, init: str = "logit",
-         low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, **_: Any) -> torch.Tensor:
+         low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, engine: str = "auto",
+         **_: Any) -> torch.Tensor:
     from zennit.attribution import Gradient
+
+    from .lrp_engine import LRPEngineUnsupported
 
     if init not in ("logit", "one"):
         raise ValueError(f"init must be 'logit' or 'one'; got {init!r}")
+    if engine not in ("auto", "prepared", "zennit"):
+        raise ValueError(f"engine must be 'auto', 'prepared' or 'zennit'; got {engine!r}")
+    if engine != "zennit":
+        try:
+            prepared = _prepared_engine(model, composite, canonizers, epsilon, low, high)
+            return prepared(x, target, init=init, pool=None)
+        except LRPEngineUnsupported:
+            if engine == "prepared":
+                raise
     comp = make_composite(composite, canonizers, model=model, epsilon=epsilon, low=low, high=high,
                           input_shape=tuple(x.shape))
     chosen: dict[str, torch.Tensor] = {}
@@ -324,7 +374,11 @@ def attribute(
         Images per forward/backward pass.
     **kwargs
         Passed to the method: ``steps``/``baseline`` (integrated gradients), ``layer`` (Grad-CAM),
-        ``epsilon``/``init``/``low``/``high`` (LRP), and those of registered methods.
+        ``epsilon``/``init``/``low``/``high`` (LRP), and those of registered methods. For LRP,
+        ``engine="auto"`` (default) uses the prepared, hook-free engine
+        (:func:`xaibias.explain.prepare_lrp`, equal to zennit) where it handles the model and
+        composite and zennit elsewhere; ``engine="zennit"`` always uses zennit, ``engine="prepared"``
+        raises :class:`~xaibias.explain.lrp_engine.LRPEngineUnsupported` instead of falling back.
     """
     check_method(method)
     if pool not in ("sum", "l2", None):
