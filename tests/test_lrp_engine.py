@@ -1,0 +1,213 @@
+"""The prepared LRP engine against zennit (values), finite differences (parameter gradients) and misuse."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+import xaibias as xb
+from xaibias.explain import attribute, prepare_lrp
+from xaibias.explain.attribution import _lrp
+from xaibias.explain.lrp_engine import ENGINE_COMPOSITES, LRPEngineUnsupported
+
+F64 = torch.float64
+
+
+def _randomize_bn(m: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial batch-norm statistics and affine parameters, so that merging them matters."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2, generator=g)
+            mod.running_var.uniform_(0.5, 1.5, generator=g)
+            mod.weight.data.uniform_(0.5, 1.5, generator=g)
+            mod.bias.data.uniform_(-0.2, 0.2, generator=g)
+    return m
+
+
+def _zoo(name: str, dtype=F64) -> nn.Module:
+    return _randomize_bn(xb.models.make_model(name, num_classes=3, seed=0)).eval().to(dtype)
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def x64():
+    return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+
+@pytest.mark.parametrize("name", ["small_vgg", "small_resnet"])
+@pytest.mark.parametrize("composite", ENGINE_COMPOSITES)
+def test_equals_zennit_float64(x64, name, composite):
+    m = _zoo(name)
+    target = torch.tensor([0, 2])
+    engine = prepare_lrp(m, composite)
+    ours = engine(x64, target, pool=None)
+    ref = _lrp(m, x64, target, composite=composite, engine="zennit")
+    assert ours.shape == ref.shape == x64.shape
+    assert ref.abs().max() > 0
+    assert _rel_err(ours, ref) <= 1e-10
+    # target=None explains the prediction, as zennit via attribute() does
+    assert _rel_err(engine(x64), _lrp(m, x64, None, composite=composite, engine="zennit").sum(1)) <= 1e-10
+
+
+@pytest.mark.parametrize("name", ["small_vgg", "small_resnet"])
+def test_attribute_float32_engines_agree(name):
+    m = _zoo(name, torch.float32)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    ours = {}
+    for init in ("logit", "one"):
+        ours[init] = attribute(m, x, method="lrp", engine="prepared", init=init, batch_size=2)
+        ref = attribute(m, x, method="lrp", engine="zennit", init=init, batch_size=2)
+        assert _rel_err(ours[init], ref) <= 1e-5
+    # the default engine="auto" is the prepared one here
+    assert torch.equal(attribute(m, x, method="lrp", batch_size=2), ours["logit"])
+
+
+def _tiny_vgg() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(20, 6), nn.ReLU(), nn.Linear(6, 3),
+    )
+    return _randomize_bn(m).eval().to(F64)
+
+
+class _TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        down = nn.Sequential(nn.Conv2d(4, 6, 1, stride=2, bias=False), nn.BatchNorm2d(6))
+        self.layer1 = BasicBlock(4, 6, stride=2, downsample=down)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layer1(self.relu(self.bn1(self.conv1(x))))), 1))
+
+
+def _tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomize_bn(_TinyResNet()).eval().to(F64)
+
+
+@pytest.mark.parametrize("make, composite", [
+    (_tiny_vgg, "EpsilonPlusFlat"), (_tiny_vgg, "EpsilonAlpha2Beta1"), (_tiny_vgg, "EpsilonGammaBox"),
+    (_tiny_resnet, "EpsilonPlus"),
+])
+def test_parameter_gradient_matches_finite_differences(make, composite):
+    """d loss(map) / d theta by autograd through the engine = central differences of zennit's map."""
+    m = make()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
+    weights = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(2), dtype=F64)
+    target = torch.tensor([0, 2])
+
+    def loss_zennit() -> float:
+        return float((_lrp(m, x, target, composite=composite, engine="zennit").sum(1) * weights).sum())
+
+    engine = prepare_lrp(m, composite)
+    rel = engine(x, target, create_graph=True)
+    assert rel.requires_grad
+    params = dict(m.named_parameters())
+    grads = dict(zip(params, torch.autograd.grad((rel * weights).sum(), list(params.values()))))
+    gen = torch.Generator().manual_seed(3)
+    h = 1e-6
+    checked = 0
+    for name, p in params.items():
+        scale = float(grads[name].abs().max())
+        flat = p.data.view(-1)
+        for idx in torch.randperm(p.numel(), generator=gen)[:2].tolist():
+            old = float(flat[idx])
+            flat[idx] = old + h
+            up = loss_zennit()
+            flat[idx] = old - h
+            down = loss_zennit()
+            flat[idx] = old
+            fd = (up - down) / (2 * h)
+            analytic = float(grads[name].reshape(-1)[idx])
+            assert abs(fd - analytic) <= 1e-6 * max(scale, 1.0), (name, idx, fd, analytic)
+            checked += 1
+    assert checked >= 2 * len(params)
+    # batch-norm affine parameters receive gradient (the folding happens inside the call)
+    bn_weight = next(n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)) + ".weight"
+    assert grads[bn_weight].abs().max() > 0
+
+
+def test_model_is_not_modified_and_train_mode_uses_running_statistics():
+    m = _zoo("small_resnet", torch.float32)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    before = copy.deepcopy(m.state_dict())
+    with torch.no_grad():
+        out_before = m(x)
+    engine = prepare_lrp(m, "EpsilonPlusFlat")
+    r_eval = engine(x, 1)
+    (engine(x, 1, create_graph=True) ** 2).sum().backward()
+    m.train()
+    r_train = engine(x, 1)  # batch norm uses running statistics whatever the mode, as attribute() does
+    assert m.training and all(mod.training for mod in m.modules())
+    assert torch.equal(r_train, r_eval)
+    m.eval()
+    after = m.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        assert torch.equal(m(x), out_before)
+    for mod in m.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks and not mod._backward_hooks
+    assert not hasattr(m.layer1[0], "canonizer_sum")
+
+
+def test_cached_engine_follows_parameter_changes():
+    m = _zoo("small_vgg", torch.float32)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    engine = prepare_lrp(m, "EpsilonPlus")
+    first = engine(x, 0)
+    with torch.no_grad():  # an optimizer step changes parameters in place
+        for p in m.parameters():
+            p.mul_(1.1).add_(0.01)
+        m.features[1].running_var.mul_(2.0)
+    second = engine(x, 0)
+    ref = attribute(m, x, target=0, method="lrp", composite="EpsilonPlus", engine="zennit")
+    assert _rel_err(second, ref) <= 1e-5
+    assert _rel_err(first, ref) > 1e-3
+    assert _rel_err(attribute(m, x, target=0, method="lrp", composite="EpsilonPlus"), ref) <= 1e-5
+    m.classifier[-1] = nn.Linear(64, 3)  # a new module: the engine refuses, attribute() re-prepares
+    with pytest.raises(RuntimeError, match=r"modules changed since prepare_lrp\(\)"):
+        engine(x, 0)
+    ref = attribute(m, x, target=0, method="lrp", composite="EpsilonPlus", engine="zennit")
+    assert _rel_err(attribute(m, x, target=0, method="lrp", composite="EpsilonPlus"), ref) <= 1e-5
+
+
+def test_unsupported_layers_are_named_and_attribute_falls_back():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    with pytest.raises(LRPEngineUnsupported, match=r"the layer '1' of type SiLU"):
+        prepare_lrp(m)
+    with pytest.raises(LRPEngineUnsupported, match="SiLU"):
+        attribute(m, x, method="lrp", engine="prepared")
+    auto = attribute(m, x, method="lrp", engine="auto")
+    assert torch.equal(auto, attribute(m, x, method="lrp", engine="zennit"))
+    with pytest.raises(LRPEngineUnsupported, match="DenseNet"):
+        prepare_lrp(xb.models.make_model("small_densenet"))
+
+    class Skip(nn.Module):  # a residual sum outside a torchvision block: zennit passes the plain gradient
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3 * 8 * 8, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.conv(x) + x, 1))
+
+    with pytest.raises(LRPEngineUnsupported, match="an addition outside a torchvision residual block"):
+        prepare_lrp(Skip())
+    with pytest.raises(ValueError, match="unknown composite 'Fancy'"):
+        prepare_lrp(m, "Fancy")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'prepared' or 'zennit'"):
+        attribute(m, x, method="lrp", engine="fast")
