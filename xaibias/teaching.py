@@ -295,8 +295,8 @@ def check_gamma_rule(answer: Any, net: torch.nn.Module, x: torch.Tensor, gamma: 
     if torch.allclose(a, mine, atol=1e-6):
         r0 = _toy_lrp(net, x, "0", target)
         return _right(f"gamma = {gamma} gives {np.round(mine.numpy(), 4).tolist()} in both xaibias.explain.reference "
-                      f"and zennit (LRP-0: {np.round(r0.numpy(), 4).tolist()}). The positive contributions grew, "
-                      "so the relevance moved towards the inputs that speak for the class.")
+                      f"and zennit (LRP-0: {np.round(r0.numpy(), 4).tolist()}). Boosting the positive weights favours "
+                      "positive contributions, so the counter-evidence (the negative relevance) shrinks.")
     if torch.allclose(a, _toy_lrp(net, x, "0", target), atol=1e-6):
         _wrong("this is the LRP-0 relevance. The gamma rule uses the weights w + gamma * w+ (only the positive "
                "weights grow) in both the forward step z and the backward step c.")
