@@ -48,7 +48,7 @@ from .lrp_rules import (
     Relay,
     ZBoxRule,
     ZPlusRule,
-    stabilize,
+    ratio,
 )
 
 __all__ = ["prepare_lrp", "PreparedLRP", "LRPEngineUnsupported", "ENGINE_COMPOSITES"]
@@ -342,11 +342,11 @@ class PreparedLRP:
                     z_real = real[srcs[0]] + real[srcs[1]] if mod is None else mod(real[srcs[0]])
                 else:
                     z_real = z_relay.detach()
+                nonneg[name] = all(nonneg[a] for a in srcs)
                 with torch.set_grad_enabled(cg):
-                    r = z_real / stabilize(z_real)
+                    r = ratio(z_real, z_real, STABILIZER, 1.0, nonneg[name], inplace=not cg)
                 relay[name] = Relay.apply(z_real, z_relay, r)
                 real[name] = z_real if cg else relay[name]
-                nonneg[name] = all(nonneg[a] for a in srcs)
             elif kind == "linear":
                 _, _, src, mod, bn, rule = s
                 d = derived[i]
@@ -364,7 +364,8 @@ class PreparedLRP:
                     # the epsilon rule's z is the layer's output itself
                     y = zs[0] if isinstance(rule, EpsilonRule) else lin(real[src], d["w"], d["b"])
                     val = y * d["k"] if d["k"] != 1.0 else y
-                    rs = [(coef * d["k"]) * val / stabilize(z, eps) for z, (_, eps, coef) in zip(zs, groups)]
+                    rs = [ratio(val, z, eps, coef * d["k"], positive, inplace=not cg)
+                          for z, (_, eps, coef, positive) in zip(zs, groups)]
                 relay[name] = Relay.apply(val, *(g[0] for g in groups), *rs)
                 real[name] = val if cg else relay[name]
                 nonneg[name] = False

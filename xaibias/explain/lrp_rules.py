@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["stabilize", "Relay", "LinearRule", "EpsilonRule", "GammaRule", "ZPlusRule", "AlphaBetaRule",
+__all__ = ["stabilize", "ratio", "Relay", "LinearRule", "EpsilonRule", "GammaRule", "ZPlusRule", "AlphaBetaRule",
            "FlatRule", "ZBoxRule", "STABILIZER"]
 
 STABILIZER = 1e-6  # zennit's default stabiliser
@@ -34,9 +34,25 @@ STABILIZER = 1e-6  # zennit's default stabiliser
 Lin = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def stabilize(z: torch.Tensor, epsilon: float = STABILIZER) -> torch.Tensor:
-    """zennit's stabiliser: ``z + ((z == 0) + sign(z)) * epsilon`` (zero moves to ``+epsilon``)."""
+def stabilize(z: torch.Tensor, epsilon: float = STABILIZER, positive: bool = False) -> torch.Tensor:
+    """zennit's stabiliser: ``z + ((z == 0) + sign(z)) * epsilon`` (zero moves to ``+epsilon``).
+
+    ``positive=True`` promises ``z >= 0``, where the same value is ``z + epsilon`` (one operation).
+    """
+    if positive:
+        return z + epsilon
     return z + ((z == 0).to(z) + z.sign()) * epsilon
+
+
+def ratio(value: torch.Tensor, z: torch.Tensor, epsilon: float, scale: float, positive: bool,
+          inplace: bool) -> torch.Tensor:
+    """``scale * value / stabilize(z, epsilon)``; ``inplace`` reuses the denominator's memory (no graph)."""
+    den = stabilize(z, epsilon, positive)
+    if inplace:
+        out = torch.div(value, den, out=den)
+        return out.mul_(scale) if scale != 1.0 else out
+    out = value / den
+    return out * scale if scale != 1.0 else out
 
 
 class Relay(torch.autograd.Function):
@@ -76,7 +92,8 @@ class LinearRule:
         return {"w": w, "b": b}
 
     def groups(self, a: torch.Tensor, p: dict, lin: Lin, nonneg: bool, box=None) -> list[tuple]:
-        """``[(z, epsilon, coef), ...]``: the modified outputs, differentiable in ``a``."""
+        """``[(z, epsilon, coef, positive), ...]``: the modified outputs, differentiable in ``a``
+        (``positive``: ``z >= 0`` is certain, so the stabiliser is one addition)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -89,7 +106,7 @@ class EpsilonRule(LinearRule):
         self.name = f"Epsilon({self.epsilon:g})"
 
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
-        return [(lin(a, p["w"], p["b"]), self.epsilon, 1.0)]
+        return [(lin(a, p["w"], p["b"]), self.epsilon, 1.0, False)]
 
 
 class GammaRule(LinearRule):
@@ -102,7 +119,7 @@ class GammaRule(LinearRule):
         return {"w": w + g * w.clamp(min=0), "b": None if b is None else b + g * b.clamp(min=0)}
 
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
-        return [(lin(a, p["w"], p["b"]), STABILIZER, 1.0)]
+        return [(lin(a, p["w"], p["b"]), STABILIZER, 1.0, False)]
 
 
 def _signed(w, b):
@@ -124,7 +141,8 @@ class ZPlusRule(LinearRule):
         return _signed(w, b)
 
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
-        return [(_two_sided(a, lin, nonneg, p["wp"], p["wn"], p["bp"]), STABILIZER, 1.0)]
+        # W+ a + b+ with a >= 0 is a sum of non-negative terms
+        return [(_two_sided(a, lin, nonneg, p["wp"], p["wn"], p["bp"]), STABILIZER, 1.0, nonneg)]
 
 
 class AlphaBetaRule(LinearRule):
@@ -138,7 +156,7 @@ class AlphaBetaRule(LinearRule):
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
         zp = _two_sided(a, lin, nonneg, p["wp"], p["wn"], p["bp"])
         zn = _two_sided(a, lin, nonneg, p["wn"], p["wp"], p["bn"])
-        return [(zp, STABILIZER, self.alpha), (zn, STABILIZER, -self.beta)]
+        return [(zp, STABILIZER, self.alpha, nonneg), (zn, STABILIZER, -self.beta, False)]
 
 
 class FlatRule(LinearRule):
@@ -150,7 +168,7 @@ class FlatRule(LinearRule):
 
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
         # ``a`` is the ones probe; zennit's zero bias adds nothing
-        return [(lin(a, p["w"], None), STABILIZER, 1.0)]
+        return [(lin(a, p["w"], None), STABILIZER, 1.0, True)]
 
 
 class ZBoxRule(LinearRule):
@@ -166,4 +184,4 @@ class ZBoxRule(LinearRule):
     def groups(self, a, p, lin, nonneg, box=None):  # noqa: D102
         low, high = box
         z = lin(a, p["w"], p["b"]) - (lin(low, p["wp"], p["bp"]) + lin(high, p["wn"], p["bn"]))
-        return [(z, STABILIZER, 1.0)]
+        return [(z, STABILIZER, 1.0, False)]
