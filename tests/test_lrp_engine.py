@@ -211,3 +211,16 @@ def test_unsupported_layers_are_named_and_attribute_falls_back():
         prepare_lrp(m, "Fancy")
     with pytest.raises(ValueError, match="engine must be 'auto', 'prepared' or 'zennit'"):
         attribute(m, x, method="lrp", engine="fast")
+
+
+def test_attribute_cache_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    m = _tiny_vgg().float()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    attribute(m, x, method="lrp", engine="prepared")
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None

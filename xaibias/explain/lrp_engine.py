@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import operator
+import weakref
 from typing import Any
 
 import torch
@@ -143,7 +144,11 @@ class PreparedLRP:
             raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}")
         if canonizers not in ("auto", None):
             raise LRPEngineUnsupported("the prepared engine supports canonizers='auto' or None, not a custom list")
-        self.model, self.composite, self.epsilon = model, composite, float(epsilon)
+        # a weak reference: attribute() caches engines in a WeakKeyDictionary keyed by the model, which
+        # a strong reference from the value would keep alive forever
+        self._model = weakref.ref(model)
+        self._model_type = type(model).__name__
+        self.composite, self.epsilon = composite, float(epsilon)
         self.low, self.high = low, high
         conv_rule, lin_rule, first_rule, first_types = _rules(composite, epsilon, low, high)
         resnet = False
@@ -259,11 +264,18 @@ class PreparedLRP:
                         out += [t for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)) if t is not None]
         return out
 
-    def _current_signature(self) -> tuple:
-        return tuple(id(m) for m in self.model.modules())
+    @property
+    def model(self) -> nn.Module | None:
+        """The explained model (None once it has been deleted; the engine keeps its layers)."""
+        return self._model()
+
+    def _current_signature(self) -> tuple | None:
+        model = self.model
+        return None if model is None else tuple(id(m) for m in model.modules())
 
     def _check_unchanged(self) -> None:
-        if self._current_signature() != self._signature:
+        current = self._current_signature()
+        if current is not None and current != self._signature:
             raise RuntimeError("the model's modules changed since prepare_lrp(); call prepare_lrp(model) again")
 
     def _params_key(self) -> tuple:
@@ -300,7 +312,7 @@ class PreparedLRP:
         return self._cache
 
     def __repr__(self) -> str:
-        return (f"PreparedLRP({type(self.model).__name__}, composite={self.composite!r}, "
+        return (f"PreparedLRP({self._model_type}, composite={self.composite!r}, "
                 f"{len(self.rules)} linear layers, rules={self.rules})")
 
     # -- the modified forward --------------------------------------------------------------------
