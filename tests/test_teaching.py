@@ -358,3 +358,39 @@ def test_reference_lrp_used_by_the_checks_is_the_hand_rule(toy):
     """The gamma check's reference equals the rule written out independently above."""
     net, x = toy
     assert torch.allclose(ref.lrp(net, x, target=0, rules=ref.Gamma(0.25)).input, gamma_by_hand(net, x, 0.25))
+
+
+# --------------------------------------------------------------------------------------------------
+# 03
+
+def test_peak_share(capsys):
+    R = torch.zeros(10, 10)
+    R[0, :5] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])  # the two most salient pixels: (0,0) and (0,1)
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[0, 0] = True
+    mask[9, 9] = True
+    # k = ceil(100 * 2 / 100) = 2 top pixels, one of them on the mask: n_P98 = 0.5
+    out = assert_right(capsys, teaching.check_peak_share, 0.5, R, mask, 98)
+    assert "top 2 pixels" in out
+    assert_wrong(teaching.check_peak_share, 1.0, R, mask, 98, match="number of top pixels on the ink")
+    assert_wrong(teaching.check_peak_share, 0.02, R, mask, 98, match="chance level")
+    assert_wrong(teaching.check_peak_share, 0.25, R, mask, 98, match="an unexpected|your n_P is")
+    assert_pending(capsys, teaching.check_peak_share, ..., R, mask, 98)
+    low = torch.zeros(10, 10, dtype=torch.bool)
+    low[9, 8:] = True  # the two least salient pixels (ties at 0 sorted last)
+    R2 = torch.arange(100, dtype=torch.float32).view(10, 10).flip(0).flip(1)  # largest at (0,0), smallest at (9,9)
+    assert_wrong(teaching.check_peak_share, 1.0, R2, low, 98, match="least")
+    with pytest.raises(ValueError, match="mask is empty"):
+        teaching.check_peak_share(0.5, R, torch.zeros(10, 10, dtype=torch.bool), 98)
+
+
+def test_interclass_variance(capsys):
+    values = np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.2])
+    labels = np.array([0, 0, 1, 1, 2, 2])  # class means 0.2, 0.6, 0.2
+    means = np.array([0.2, 0.6, 0.2])
+    assert_right(capsys, teaching.check_interclass_variance, float(np.var(means)), values, labels)
+    assert_wrong(teaching.check_interclass_variance, float(np.var(means, ddof=1)), values, labels, match="ddof=0")
+    assert_wrong(teaching.check_interclass_variance, float(np.std(means)), values, labels, match="standard deviation")
+    assert_wrong(teaching.check_interclass_variance, float(np.var(values)), values, labels, match="per-image values")
+    assert_wrong(teaching.check_interclass_variance, 1.0, values, labels, match="your variance is")
+    assert_pending(capsys, teaching.check_interclass_variance, None, values, labels)

@@ -41,6 +41,8 @@ __all__ = [
     "check_gamma_rule", "check_bias_absorbed", "check_stride2_share",
     # 02
     "check_one_cluster_f1", "check_eigengap", "check_image_share",
+    # 03
+    "check_peak_share", "check_interclass_variance",
     # 04
     "check_balanced_rates", "check_relevance_mass", "check_insertion_effect",
     # 05
@@ -476,6 +478,73 @@ def check_image_share(answer: Any, weight: float, features: Any = None, relevanc
     if _close(a, 1 - ref, 1e-3):
         _wrong(f"{a:.3f} is the heatmap part's share; the question asks for the image part.")
     _wrong(f"your share is {a:.3f}. Each part has total variance 1 before weighting; after it the image part has w^2.")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# 03 · global saliency on ink
+
+def check_peak_share(answer: Any, relevance: Any, mask: Any, percentile: float = 98) -> None:
+    """n_P of one map: the share of its top ``ceil(H*W*(100-P)/100)`` pixels that lie in ``mask``."""
+    if _pending("n_P of one map", answer):
+        return None
+    from .analysis import peak_saliency
+
+    R = torch.as_tensor(relevance, dtype=torch.float64).detach()
+    m = torch.as_tensor(mask).bool()
+    if R.ndim != 2 or R.shape != m.shape:
+        raise ValueError(f"relevance and mask must be one (H,W) map each; got {tuple(R.shape)} and {tuple(m.shape)}")
+    if not bool(m.any()):
+        raise ValueError("the mask is empty: n_P is undefined for this image; pick an image with ink")
+    ref = float(peak_saliency(R[None], m[None], percentile).iloc[0])
+    k = max(1, math.ceil(R.numel() * (100 - percentile) / 100 - 1e-9))
+    area = float(m.double().mean())
+    a = _scalar(answer, "answer")
+    if _close(a, ref, 1e-6):
+        return _right(f"{ref:.3f} of the top {k} pixels lie on the ink, which covers {area:.1%} of the image: "
+                      f"{ref / area:.1f} times what a map that ignores the ink would give.")
+    order = R.flatten().argsort()
+    low = float(m.flatten()[order[:k]].double().mean())  # the k least salient pixels
+    if _close(a, ref * k, 1e-6):
+        _wrong(f"that is the number of top pixels on the ink ({ref * k:.0f}); n_P is a share: divide by k = {k}.")
+    if _close(a, low, 1e-6) and not _close(low, ref, 1e-6):
+        _wrong("you took the k *least* salient pixels: sort in descending order (argsort(descending=True)).")
+    if _close(a, area, 1e-6):
+        _wrong("that is the ink's share of all pixels (the chance level), not the share among the top pixels.")
+    k_wrong = max(1, math.ceil(R.numel() * percentile / 100))
+    top_wrong = float(m.flatten()[order.flip(0)[:k_wrong]].double().mean())
+    if _close(a, top_wrong, 1e-6):
+        _wrong(f"you kept the top {percentile:g}% of the pixels ({k_wrong}); n_P{percentile:g} keeps the top "
+               f"{100 - percentile:g}% ({k}).")
+    _wrong(f"your n_P is {a:.4f}. Take k = ceil(H*W*(100-P)/100) = {k}, the k pixels with the largest saliency, "
+           "and the share of them inside the mask.")
+    return None
+
+
+def check_interclass_variance(answer: Any, values: Any, labels: Any) -> None:
+    """The inter-class variance: the variance (over classes, dividing by their number) of the class means."""
+    if _pending("the inter-class variance", answer):
+        return None
+    v, y = _as_float(values, "values"), np.asarray(labels).reshape(-1)
+    if len(v) != len(y):
+        raise ValueError(f"values ({len(v)}) and labels ({len(y)}) must have the same length")
+    means = pd.Series(v).groupby(y).mean()
+    ref = float(((means - means.mean()) ** 2).mean())
+    a = _scalar(answer, "answer")
+    tol = max(1e-12, 1e-6 * abs(ref))
+    if _close(a, ref, tol):
+        return _right(f"{ref:.5f}: the {len(means)} class means spread with this variance; a model whose ink "
+                      "saliency does not depend on the class would give (nearly) 0.")
+    if _close(a, float(means.var(ddof=1)), tol):
+        _wrong("you divided by (classes - 1): pandas' .var() does that by default. The inter-class variance "
+               "here divides by the number of classes: .var(ddof=0).")
+    if _close(a, float(means.std(ddof=0)), tol) or _close(a, float(means.std(ddof=1)), tol):
+        _wrong("that is a standard deviation; square it (or use .var(ddof=0)).")
+    if _close(a, float(np.var(v)), tol) or _close(a, float(np.var(v, ddof=1)), tol):
+        _wrong("that is the variance of all per-image values; first average per class, then take the variance "
+               "of those class means.")
+    _wrong(f"your variance is {a:.6f}. Group the values by label, take each class's mean, then the mean "
+           "squared deviation of those means from their average.")
     return None
 
 
