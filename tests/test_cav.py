@@ -122,3 +122,31 @@ def test_bad_inputs():
     cav = CAV(None).fit_activations(acts, flags)
     with pytest.raises(ValueError, match="layer=None"):
         cav.score(model, x)
+
+
+def test_groups_remove_the_class_from_a_correlated_concept():
+    # the class moves channel 0, the concept channel 1; the concept comes with class 1 in 90 % of images
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    flags = np.where(rng.random(n) < 0.9, y, 1 - y).astype(bool)
+    acts = rng.standard_normal((n, 3)) * 0.3
+    acts[:, 0] += 2.0 * y
+    acts[:, 1] += 1.0 * flags
+    plain = CAV(None).fit_activations(acts, flags).direction_
+    within = CAV(None).fit_activations(acts, flags, groups=y).direction_
+    assert plain[0] > 0.7  # the plain mean difference is mostly the class
+    assert within[1] > 0.99 and abs(within[0]) < 0.05
+    with pytest.raises(ValueError, match="mismatched lengths: 2000 activation rows but 3 groups"):
+        CAV(None).fit_activations(acts, flags, groups=[0, 1, 0])
+
+
+def test_tcav_counts_a_blind_model_as_half():
+    from xaibias.mitigation.clarc import add_projection
+
+    model = _RedModel()
+    x, flags = _red_images()
+    cav = CAV("relu").fit(model, x, flags)
+    blind = add_projection(model, "relu", cav.direction_, cav.mean_clean_)
+    np.testing.assert_allclose(cav.directional_derivatives(blind, x, target=1), 0.0, atol=1e-7)
+    assert cav.tcav(blind, x, target=1) == 0.5 and cav.tcav(model, x, target=1) == 1.0

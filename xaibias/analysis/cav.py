@@ -76,13 +76,18 @@ def find_layer(model: nn.Module, layer: Any) -> nn.Module:
 
 @contextlib.contextmanager
 def capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Within the block, ``store["a"]`` holds the module's latest output."""
+    """Within the block, ``store["a"]`` holds the module's latest output.
+
+    The hook runs before any other forward hook of the module, so it sees the module's own output
+    (before, for example, a P-ClArC projection changes it); gradients taken with respect to it
+    therefore pass through such a projection.
+    """
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
         store["a"] = out
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook, prepend=True)
     try:
         yield store
     finally:
@@ -257,10 +262,25 @@ class CAV:
             )
         return w / norm
 
-    def fit_activations(self, acts: Any, flags: Any) -> CAV:
-        """Fit from precomputed pooled activations ``acts`` (N, C) (or (N,C,H,W) maps) and flags (N,)."""
+    def fit_activations(self, acts: Any, flags: Any, groups: Any = None) -> CAV:
+        """Fit from precomputed pooled activations ``acts`` (N, C) (or (N,C,H,W) maps) and flags (N,).
+
+        ``groups`` (N,), optional, for example the class labels: the activations are centred within
+        each group before the direction is fitted, so a concept that co-occurs with a class does
+        not absorb the class difference into its direction (the direction then contrasts images
+        with and without the concept *of the same group*). ``mean_concept_``/``mean_clean_`` stay
+        the plain means.
+        """
         a = _check_acts(acts)
         f = _check_flags(flags, n=len(a))
+        raw = a
+        if groups is not None:
+            g = np.asarray(groups.cpu() if torch.is_tensor(groups) else groups).reshape(-1)
+            if len(g) != len(a):
+                raise ValueError(f"mismatched lengths: {len(a)} activation rows but {len(g)} groups")
+            a = a.copy()
+            for k in np.unique(g):
+                a[g == k] -= a[g == k].mean(0)
         from sklearn.model_selection import StratifiedKFold
 
         k = max(2, min(self.cv, int(f.sum()), int((~f).sum())))
@@ -273,17 +293,18 @@ class CAV:
         else:  # one image in the rarer group: nothing to hold out
             self.auroc_ = float("nan")
         self.direction_ = self._direction(a, f)
-        self.mean_concept_ = a[f].mean(0)
-        self.mean_clean_ = a[~f].mean(0)
+        self.mean_concept_ = raw[f].mean(0)
+        self.mean_clean_ = raw[~f].mean(0)
         self.n_features_in_ = a.shape[1]
         self.n_concept_ = int(f.sum())
         return self
 
-    def fit(self, model: nn.Module, images: Any, flags: Any) -> CAV:
-        """Fit on the pooled activations of ``layer`` for ``images`` with bool concept ``flags`` (N,)."""
+    def fit(self, model: nn.Module, images: Any, flags: Any, groups: Any = None) -> CAV:
+        """Fit on the pooled activations of ``layer`` for ``images`` with bool concept ``flags`` (N,)
+        (``groups``: see :meth:`fit_activations`)."""
         x = as_images(images)
         _check_flags(flags, n=len(x))
-        return self.fit_activations(self.activations(model, x), flags)
+        return self.fit_activations(self.activations(model, x), flags, groups=groups)
 
     def _fitted(self) -> np.ndarray:
         if not hasattr(self, "direction_"):
@@ -365,10 +386,13 @@ class CAV:
                 out.append(torch.einsum("nc...,c->n", g, v).detach().double().cpu())
         return torch.cat(out).numpy()
 
-    def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int]) -> float:
+    def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int], atol: float = 1e-7) -> float:
         """TCAV score: the share of ``images`` whose ``target`` logit rises along the CAV (Kim et al. 2018).
 
-        0.5 means the concept pushes the class up as often as down; a model that ignores the concept
-        has directional derivatives near zero (see :meth:`directional_derivatives` for their size).
+        0.5 means the concept pushes the class up as often as down. A derivative within ``atol`` of
+        zero (a model that cannot see the direction at all, such as one with a P-ClArC projection
+        at this layer) counts half, so such a model scores 0.5 rather than 0; see
+        :meth:`directional_derivatives` for the size of the effect.
         """
-        return float((self.directional_derivatives(model, images, target) > 0).mean())
+        dd = self.directional_derivatives(model, images, target)
+        return float(np.where(np.abs(dd) <= atol, 0.5, dd > 0).mean())

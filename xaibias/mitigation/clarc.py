@@ -213,11 +213,14 @@ def add_projection(model: nn.Module, layer: str, directions: Any, reference: Any
 def fit_cavs(model: nn.Module, data: Any, artifacts: Sequence[str], layer: str, method: str = "signal",
              random_state: int = 0) -> dict[str, CAV]:
     """One :class:`xaibias.analysis.CAV` per artifact at ``layer``, fitted on ``data.images`` with
-    ``data.artifacts[artifact]`` (one forward pass for all of them)."""
+    ``data.artifacts[artifact]`` (one forward pass for all of them), within class
+    (``groups=data.labels``): an artifact that comes mostly with one class would otherwise carry the
+    class difference in its direction, and removing that direction would remove the class."""
     flags = _flags(data, artifacts, "fit_cavs")
     base = CAV(layer, method=method, random_state=random_state)
     acts = base.activations(model, data.images)
-    return {a: CAV(layer, method=method, random_state=random_state).fit_activations(acts, flags[:, k])
+    groups = as_labels(data.labels).numpy()
+    return {a: CAV(layer, method=method, random_state=random_state).fit_activations(acts, flags[:, k], groups=groups)
             for k, a in enumerate(artifacts)}
 
 
