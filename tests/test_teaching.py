@@ -394,3 +394,43 @@ def test_interclass_variance(capsys):
     assert_wrong(teaching.check_interclass_variance, float(np.var(values)), values, labels, match="per-image values")
     assert_wrong(teaching.check_interclass_variance, 1.0, values, labels, match="your variance is")
     assert_pending(capsys, teaching.check_interclass_variance, None, values, labels)
+
+
+def test_one_group(capsys):
+    # 8 images; group: class 0 with exactly the frame (rows 0, 1, 2); row 3 is class 0 with frame + ruler
+    labels = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    preds = np.array([1, 0, 1, 1, 1, 1, 0, 0])
+    flags = pd.DataFrame({"frame": [True, True, True, True, True, False, False, False],
+                          "ruler": [False, False, False, True, False, False, False, True]})
+    # group rows 0-2: correct 0, 1, 0 -> 1/3; all images correct: rows 1, 4, 5, 6 -> 0.5
+    out = assert_right(capsys, teaching.check_one_group, 3, 1 / 3, labels, preds, flags, 0, ["frame"])
+    assert "3 images" in out and "below the average" in out
+    assert_wrong(teaching.check_one_group, 4, 1 / 4, labels, preds, flags, 0, ["frame"], match="whatever else")
+    assert_wrong(teaching.check_one_group, 4, 1 / 2, labels, preds, flags, 1, ["frame"], match="both classes")
+    assert_wrong(teaching.check_one_group, 2, 1 / 3, labels, preds, flags, 0, ["frame"], match="your group has 2")
+    assert_wrong(teaching.check_one_group, 3, 100 / 3, labels, preds, flags, 0, ["frame"], match="percentage")
+    assert_wrong(teaching.check_one_group, 3, 2 / 3, labels, preds, flags, 0, ["frame"], match="error rate")
+    assert_wrong(teaching.check_one_group, 3, 0.5, labels, preds, flags, 0, ["frame"], match="over all images")
+    assert_wrong(teaching.check_one_group, 3, 0.9, labels, preds, flags, 0, ["frame"], match="your accuracy is 0.900")
+    assert_pending(capsys, teaching.check_one_group, 3, ..., labels, preds, flags, 0, ["frame"])
+    with pytest.raises(ValueError, match="lacks"):
+        teaching.check_one_group(3, 0.5, labels, preds, flags, 0, ["patch"])
+    # the empty pattern: class 0 without any artifact is row 6 alone (correct)
+    assert_right(capsys, teaching.check_one_group, 1, 1.0, labels, preds, flags, 0, [])
+
+
+def test_projection(capsys):
+    q = np.array([[1.0], [0.0], [0.0]])      # one CAV along channel 0
+    a = np.array([3.0, 1.0, 2.0])
+    z = np.array([0.5, 9.0, 9.0])            # clean mean: only its channel-0 value matters
+    out = assert_right(capsys, teaching.check_projection, np.array([0.5, 1.0, 2.0]), a, q, z)
+    assert "2.500" in out
+    assert_right(capsys, teaching.check_projection, torch.tensor([0.5, 1.0, 2.0]), torch.tensor(a), torch.tensor(q), z)
+    assert_wrong(teaching.check_projection, np.array([0.0, 1.0, 2.0]), a, q, z, match="whole component")
+    assert_wrong(teaching.check_projection, np.array([2.5, 0.0, 0.0]), a, q, z, match="removed part")
+    assert_wrong(teaching.check_projection, np.array([5.5, 1.0, 2.0]), a, q, z, match="sign is flipped")
+    assert_wrong(teaching.check_projection, np.array([1.0, 2.0]), a, q, z, match="one per channel")
+    assert_wrong(teaching.check_projection, np.array([1.0, 1.0, 2.0]), a, q, z, match="compute a - Q")
+    assert_pending(capsys, teaching.check_projection, None, a, q, z)
+    with pytest.raises(ValueError, match="orthonormal"):
+        teaching.check_projection(a, a, 2 * q, z)

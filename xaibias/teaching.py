@@ -49,6 +49,8 @@ __all__ = [
     "check_aopc", "aopc_one", "check_welch_t",
     # 06
     "check_resample_size", "check_effect_ratio", "check_gap_by_method",
+    # 07
+    "check_one_group", "check_projection",
 ]
 
 
@@ -835,4 +837,97 @@ def check_gap_by_method(answer: Any, report: pd.DataFrame) -> None:
     if np.allclose(a, (first["acc_same"] - first["acc_reversed"]).reindex(ref.index), atol=1e-6):
         _wrong("these are the first seed's gaps; average over all seeds.")
     _wrong("compute (report.acc_same - report.acc_reversed) per row, then the mean per method.")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# 07 · reveal to revise
+
+def check_one_group(n_group: Any, acc_group: Any, labels: Any, preds: Any, flags_table: pd.DataFrame, cls: int,
+                    present: Sequence[str]) -> None:
+    """Size and accuracy of one group: true class ``cls`` with exactly the artifacts ``present`` (no others).
+
+    ``flags_table``: one bool column per artifact; ``present``: the artifacts the group carries.
+    """
+    if _pending("the group's size and accuracy", n_group, acc_group):
+        return None
+    if not isinstance(flags_table, pd.DataFrame):
+        raise ValueError(f"flags_table must be a DataFrame of bool artifact columns; got {type(flags_table).__name__}")
+    unknown = [a for a in present if a not in flags_table.columns]
+    if unknown:
+        raise ValueError(f"present names artifacts {unknown} that flags_table lacks; it has {list(flags_table.columns)}")
+    y, p = _as_float(labels, "labels"), _as_float(preds, "preds")
+    flags = {a: _as_bool(flags_table[a], f"flags_table[{a!r}]") for a in flags_table.columns}
+    if not (len(y) == len(p) == len(flags_table)):
+        raise ValueError(f"labels ({len(y)}), preds ({len(p)}) and flags_table ({len(flags_table)}) must have the same length")
+    pattern = np.ones(len(y), bool)
+    for a, f in flags.items():
+        pattern &= f if a in present else ~f
+    member = (y == cls) & pattern
+    if not member.any():
+        raise ValueError(f"no image of class {cls} carries exactly {list(present) or 'no artifact'}")
+    correct = p == y
+    ref_n, ref_acc = int(member.sum()), float(correct[member].mean())
+    n, acc = _scalar(n_group, "n_group"), _scalar(acc_group, "acc_group")
+    loose = (y == cls) & np.all([flags[a] for a in present], axis=0) if present else (y == cls)
+    if n == int(loose.sum()) and n != ref_n:
+        _wrong(f"{n:g} images is every class-{cls} image that carries {'+'.join(present) or 'anything'}, whatever else "
+               "it carries; the group has exactly this pattern, so the other artifacts must be absent (`~flags`).")
+    if n == int(pattern.sum()) and n != ref_n:
+        _wrong(f"{n:g} images is the pattern in both classes; a group is one class x one pattern: also select "
+               f"`labels == {cls}`.")
+    if n != ref_n:
+        _wrong(f"your group has {n:g} images; count the images of class {cls} whose flags are True exactly for "
+               f"{'+'.join(present) or 'no artifact'}.")
+    if _close(acc, 100 * ref_acc, 1e-4) and ref_acc > 0.01:
+        _wrong("give the accuracy as a fraction between 0 and 1, not a percentage.")
+    if _close(acc, 1 - ref_acc, 1e-6) and not _close(ref_acc, 0.5, 1e-9):
+        _wrong(f"{acc:.3f} is the error rate of the group; the accuracy is the share of correct predictions.")
+    if _close(acc, float(correct.mean()), 1e-6) and not _close(ref_acc, float(correct.mean()), 1e-6):
+        _wrong(f"{acc:.3f} is the accuracy over all images; take the mean of `preds == labels` inside the group only.")
+    if _close(acc, float(correct[loose].mean()), 1e-6) and not _close(ref_acc, acc, 1e-6):
+        _wrong("that accuracy is over every image of the class with these artifacts, whatever else it carries; "
+               "use exactly the group's images.")
+    if not _close(acc, ref_acc, 1e-6):
+        _wrong(f"your accuracy is {acc:.3f}; it is the mean of `preds == labels` over the group's {ref_n} images.")
+    overall = float(correct.mean())
+    return _right(f"{ref_n} images, accuracy {ref_acc:.1%} (all images: {overall:.1%}). "
+                  + ("The group is below the average: the shortcut misleads the model here."
+                     if ref_acc < overall else "The group is not below the average for this model."))
+
+
+def check_projection(answer: Any, a: Any, basis: Any, reference: Any) -> None:
+    """P-ClArC's projection of one activation vector: ``a - Q Q^T (a - z)``.
+
+    ``a``: (C,) activations, ``basis``: (C, K) orthonormal columns ``Q`` (the CAVs), ``reference``: (C,) ``z``.
+    """
+    if _pending("the projected activation vector", answer):
+        return None
+    av, z = _as_float(a, "a"), _as_float(reference, "reference")
+    q = torch.as_tensor(basis).detach().cpu().double().numpy() if isinstance(basis, torch.Tensor) else np.asarray(basis, float)
+    if q.ndim == 1:
+        q = q[:, None]
+    if q.ndim != 2 or q.shape[0] != len(av) or len(z) != len(av):
+        raise ValueError(f"basis must be (C, K) and a, reference (C,) with the same C; got {q.shape}, {len(av)}, {len(z)}")
+    if not np.allclose(q.T @ q, np.eye(q.shape[1]), atol=1e-4):
+        raise ValueError("basis must have orthonormal columns (Projection.basis has them)")
+    ans = _as_float(answer, "answer")
+    if len(ans) != len(av):
+        _wrong(f"the answer has {len(ans)} numbers; the projected vector has one per channel ({len(av)}).")
+    removed = q @ (q.T @ (av - z))
+    ref = av - removed
+    tol = 1e-4 * max(1.0, float(np.abs(av).max()))
+    if np.allclose(ans, ref, atol=tol):
+        kept = float(np.linalg.norm(removed))
+        return _right(f"the projection moved the vector by {kept:.3f} (norm of the removed part); along every CAV it now "
+                      "has the clean mean's coordinate, Q^T a' = Q^T z, and every direction orthogonal to the CAVs is "
+                      "unchanged.")
+    if np.allclose(ans, av - q @ (q.T @ av), atol=tol):
+        _wrong("you removed the whole component along the CAVs (a - Q Q^T a); P-ClArC moves it to the clean mean's "
+               "value instead: subtract Q Q^T (a - z).")
+    if np.allclose(ans, removed, atol=tol):
+        _wrong("that is the removed part Q Q^T (a - z); the projected vector is a minus it.")
+    if np.allclose(ans, av + removed, atol=tol):
+        _wrong("the sign is flipped: a - Q Q^T (a - z), not a + ...")
+    _wrong("compute a - Q @ (Q.T @ (a - z)), with Q the (C, K) basis and z the reference.")
     return None
