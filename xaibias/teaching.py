@@ -439,7 +439,7 @@ def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clu
     a = int(a)
     gaps = {k: ev[k] - ev[k - 1] for k in range(min_clusters, max_clusters + 1)}
     if a == ref:
-        return _right(f"the largest jump, {gaps[ref]:.4f}, comes after the {ref}th eigenvalue: {ref} groups that the "
+        return _right(f"the largest jump, {gaps[ref]:.4f}, comes after the first {ref} eigenvalues: {ref} groups that the "
                       "kNN graph hardly connects. Compare it with the next largest gaps before trusting it.")
     if a == ref - 1:
         _wrong(f"off by one: eigenvalues are numbered from 0, and k = {a} would mean the jump from eigenvalue "
