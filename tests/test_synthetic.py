@@ -270,3 +270,17 @@ def test_hide_lesion_bad_input(biased):
 def test_bad_arguments_name_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticLesions(**{"n": 4, "size": 32, **kwargs})
+
+
+def test_co_occurrence_counts_by_hand():
+    ds = SyntheticLesions(n=120, size=32, bias={"frame": (0.7, 0.2)}, seed=4)
+    t = ds.co_occurrence("frame")
+    flags, y = ds.artifacts["frame"].to_numpy(), ds.labels.numpy()
+    assert t.loc["frame", "malignant"] == int((flags & (y == 1)).sum())
+    assert t.loc["no frame", "benign"] == int((~flags & (y == 0)).sum())
+    assert int(t[["benign", "malignant"]].to_numpy().sum()) == len(ds)
+    assert t.loc["frame", "P(malignant)"] == round((flags & (y == 1)).sum() / flags.sum(), 3)
+    sub = ds.subset(np.flatnonzero(flags))  # subsets keep the method
+    assert sub.co_occurrence("frame").loc["no frame"].iloc[:2].sum() == 0
+    with pytest.raises(ValueError, match="no artifact column 'ink_blot'"):
+        ds.co_occurrence("ink_blot")

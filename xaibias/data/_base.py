@@ -39,6 +39,28 @@ class ArrayDataset(torch.utils.data.Dataset):
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts))
 
+    def co_occurrence(self, artifact: str) -> pd.DataFrame:
+        """Images with and without ``artifact`` per class: the bias a model can learn from this set.
+
+        Rows ``"<artifact>"`` and ``"no <artifact>"``, one column of counts per class name; with two
+        classes also ``P(<second class>)``, the share of the second class (malignant) in each row (NaN
+        for a row without images: the share is undefined there).
+        """
+        table = getattr(self, "artifacts", None)
+        if table is None or artifact not in table.columns:
+            have = [] if table is None else list(table.columns)
+            raise ValueError(f"{type(self).__name__} has no artifact column {artifact!r}; it has {have}")
+        flags = table[artifact].to_numpy(dtype=bool)
+        labels = self.labels.numpy()
+        rows = {}
+        for name, sel in ((artifact, flags), (f"no {artifact}", ~flags)):
+            rows[name] = {c: int((labels[sel] == k).sum()) for k, c in enumerate(self.class_names)}
+        out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("artifact").rename_axis("class", axis=1)
+        if len(self.class_names) == 2:
+            second = self.class_names[1]
+            out[f"P({second})"] = (out[second] / out[list(self.class_names)].sum(axis=1)).round(3)
+        return out
+
     def _repr_fields(self) -> dict[str, Any]:
         # subclasses add their own constructor settings
         return {"n": len(self), "size": int(self.images.shape[-1]), "classes": self.class_counts()}
