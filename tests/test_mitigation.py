@@ -23,7 +23,7 @@ def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
 
 
 def test_methods_constant():
-    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr")
+    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr", "pclarc", "aclarc", "rrclarc", "dfr")
     assert set(OPTIONS) == set(xb.mitigation.CORRECTIONS)
 
 
