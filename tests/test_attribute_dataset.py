@@ -155,18 +155,21 @@ def test_synthetic_lesions_dataset(tmp_path: Path) -> None:
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(data: Pairs, tmp_path: Path) -> None:
+    # zennit's hooked LRP: one forward for the logits and one inside the attributor per chunk, so the
+    # model's forward calls count the chunks (the prepared engine would not call forward again)
     full = read(xb.explain.attribute_dataset(TinyNet(), data, out=tmp_path / "full.h5", batch_size=5,
-                                             progress=False))
-    # LRP: one forward for the logits and one inside the attributor per chunk -> dies in chunk 3
-    broken = TinyNet(fail_after=5)
+                                             progress=False, engine="zennit"))
+    broken = TinyNet(fail_after=5)  # dies in chunk 3
     with pytest.raises(KeyboardInterrupt):
-        xb.explain.attribute_dataset(broken, data, out=tmp_path / "part.h5", batch_size=5, progress=False)
+        xb.explain.attribute_dataset(broken, data, out=tmp_path / "part.h5", batch_size=5, progress=False,
+                                     engine="zennit")
     part = read(tmp_path / "part.h5")
     assert part["done"].tolist() == [True, True, False, False, False] and not part["attrs"]["complete"]
 
     again = TinyNet()
     data.reads.clear()
-    out = xb.explain.attribute_dataset(again, data, out=tmp_path / "part.h5", batch_size=5, progress=False)
+    out = xb.explain.attribute_dataset(again, data, out=tmp_path / "part.h5", batch_size=5, progress=False,
+                                       engine="zennit")
     assert again.calls == 2 * 3  # only the three unfinished chunks ran
     assert min(data.reads[1:]) >= 10  # reads after the probe of item 0 skip the finished chunks
     assert_same_rows(read(out), full)
@@ -189,7 +192,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
                 open({str(flag)!r}, "w").close()
                 time.sleep(600)
         model.register_forward_pre_hook(hook)
-        xb.explain.attribute_dataset(model, ds, out={str(tmp_path / 'k.h5')!r}, batch_size=4, progress=False)
+        xb.explain.attribute_dataset(model, ds, out={str(tmp_path / 'k.h5')!r}, batch_size=4, progress=False,
+                                     engine="zennit")
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -211,8 +215,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     model = xb.models.make_model("small_vgg", num_classes=2, seed=0)
     ds = xb.data.SyntheticLesions(n=18, size=32, seed=3)
-    resumed = read(xb.explain.attribute_dataset(model, ds, out=tmp_path / "k.h5", batch_size=4, progress=False))
-    full = read(xb.explain.attribute_dataset(model, ds, out=tmp_path / "f.h5", batch_size=4, progress=False))
+    resumed = read(xb.explain.attribute_dataset(model, ds, out=tmp_path / "k.h5", batch_size=4, progress=False,
+                                                engine="zennit"))
+    full = read(xb.explain.attribute_dataset(model, ds, out=tmp_path / "f.h5", batch_size=4, progress=False,
+                                             engine="zennit"))
     assert resumed["attrs"]["complete"]
     assert_same_rows(resumed, full)
 

@@ -169,7 +169,7 @@ def test_page_is_self_contained_with_every_section(demo: Path) -> None:
 
 
 def test_demo_writes_a_virelay_project(demo: Path) -> None:
-    from xaibias.analysis import read_analysis_h5, read_attribution_h5
+    from xaibias.analysis.export import read_analysis_h5, read_attribution_h5
 
     folder = demo / "virelay"
     for name in ("project.yaml", "dataset.h5", "attribution.h5", "analysis.h5", "label-map.json"):
