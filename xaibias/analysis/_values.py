@@ -14,8 +14,6 @@ from .._checks import as_labels, describe
 __all__ = ["as_values", "values_and_labels", "check_class_names", "plain", "check_models", "check_methods"]
 
 
-
-
 def as_values(values: Any, name: str = "values") -> np.ndarray:
     if isinstance(values, torch.Tensor):
         arr = values.detach().cpu().numpy()
