@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["NotYet", "isolated_rng", "pending", "wrong", "right", "scalar", "close", "as_bool", "as_float"]
+__all__ = ["NotYet", "isolated_rng", "pending", "wrong", "right", "scalar", "close", "as_bool", "as_float", "map_and_mask"]
 
 
 class NotYet(AssertionError):
@@ -101,3 +101,12 @@ def isolated_rng() -> Iterator[None]:
         torch.random.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def map_and_mask(relevance: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (H,W) map as float64 and its (H,W) bool mask; a ValueError names the shapes otherwise."""
+    R = torch.as_tensor(relevance, dtype=torch.float64).detach()
+    m = torch.as_tensor(mask).bool()
+    if R.ndim != 2 or R.shape != m.shape:
+        raise ValueError(f"relevance and mask must be one (H,W) map each; got {tuple(R.shape)} and {tuple(m.shape)}")
+    return R, m

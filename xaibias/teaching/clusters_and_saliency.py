@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ._common import as_bool, as_float, close, pending, right, scalar, wrong
+from ._common import as_bool, as_float, close, map_and_mask, pending, right, scalar, wrong
 
 __all__ = ["check_one_cluster_f1", "check_eigengap", "check_image_share", "check_peak_share", "check_interclass_variance"]
 
@@ -111,10 +110,7 @@ def check_peak_share(answer: Any, relevance: Any, mask: Any, percentile: float =
         return None
     from ..analysis import peak_saliency
 
-    R = torch.as_tensor(relevance, dtype=torch.float64).detach()
-    m = torch.as_tensor(mask).bool()
-    if R.ndim != 2 or R.shape != m.shape:
-        raise ValueError(f"relevance and mask must be one (H,W) map each; got {tuple(R.shape)} and {tuple(m.shape)}")
+    R, m = map_and_mask(relevance, mask)
     if not bool(m.any()):
         raise ValueError("the mask is empty: n_P is undefined for this image; pick an image with ink")
     ref = float(peak_saliency(R[None], m[None], percentile).iloc[0])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._common import as_float, close, pending, right, scalar, wrong
+from ._common import as_float, close, map_and_mask, pending, right, scalar, wrong
 
 __all__ = ["check_balanced_rates", "check_relevance_mass", "check_insertion_effect", "check_aopc", "aopc_one", "check_welch_t"]
 
@@ -50,10 +50,7 @@ def check_relevance_mass(answer: Any, relevance: Any, mask: Any) -> None:
     """Relevance mass accuracy of one map: positive relevance inside ``mask`` over all positive relevance."""
     if pending("the relevance mass on the mask", answer):
         return None
-    R = torch.as_tensor(relevance, dtype=torch.float64).detach()
-    m = torch.as_tensor(mask).bool()
-    if R.shape != m.shape or R.ndim != 2:
-        raise ValueError(f"relevance and mask must be one (H,W) map each; got {tuple(R.shape)} and {tuple(m.shape)}")
+    R, m = map_and_mask(relevance, mask)
     pos = R.clamp(min=0)
     if float(pos.sum()) <= 0:
         raise ValueError("the map has no positive relevance: its mass is undefined")
