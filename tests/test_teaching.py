@@ -382,6 +382,12 @@ def test_peak_share(capsys):
     assert_wrong(teaching.check_peak_share, 1.0, R2, low, 98, match="least")
     with pytest.raises(ValueError, match="mask is empty"):
         teaching.check_peak_share(0.5, R, torch.zeros(10, 10, dtype=torch.bool), 98)
+    # a flat map: every pixel ties, so any whole count of top pixels on the mask is a valid n_P
+    flat = torch.zeros(10, 10)
+    out = assert_right(capsys, teaching.check_peak_share, 0.0, flat, mask, 98)  # argsort picked two off-mask pixels
+    assert "tie" in out
+    assert_right(capsys, teaching.check_peak_share, 0.5, flat, mask, 98)
+    assert_wrong(teaching.check_peak_share, 0.3, flat, mask, 98, match="your n_P is")  # not a share of 2 pixels
 
 
 def test_interclass_variance(capsys):

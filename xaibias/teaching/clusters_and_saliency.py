@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ._common import as_bool, as_float, close, map_and_mask, pending, right, scalar, wrong
 
@@ -120,6 +121,20 @@ def check_peak_share(answer: Any, relevance: Any, mask: Any, percentile: float =
     if close(a, ref, 1e-6):
         return right(f"{ref:.3f} of the top {k} pixels lie on the ink, which covers {area:.1%} of the image: "
                       f"{ref / area:.1f} times what a map that ignores the ink would give.")
+    # pixels tied at the k-th largest value: any order of them gives a valid top-k (peak_saliency
+    # splits them in proportion instead), so every whole count between the extremes is right
+    flat, mflat = R.flatten(), m.flatten()
+    kth = torch.topk(flat, k).values[-1]
+    above, tied = flat > kth, flat == kth
+    slots = k - int(above.sum())
+    inside_above, inside_tied = int((above & mflat).sum()), int((tied & mflat).sum())
+    lo = inside_above + max(0, slots - (int(tied.sum()) - inside_tied))
+    hi = inside_above + min(slots, inside_tied)
+    count = a * k
+    if int(tied.sum()) > 1 and lo - 1e-6 <= count <= hi + 1e-6 and close(count, round(count), 1e-6):
+        return right(f"{a:.3f}: your top {k} pixels are right; {int(tied.sum())} pixels tie at the k-th largest "
+                      f"value, so orderings give {lo / k:.3f} to {hi / k:.3f}, and peak_saliency splits the ties in "
+                      f"proportion ({ref:.3f}). The ink covers {area:.1%} of the image.")
     order = R.flatten().argsort()
     low = float(m.flatten()[order[:k]].double().mean())  # the k least salient pixels
     if close(a, ref * k, 1e-6):
