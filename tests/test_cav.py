@@ -34,6 +34,26 @@ def test_planted_direction_recovered(method):
     np.testing.assert_allclose(cav.score_activations(acts), acts @ cav.direction_)
 
 
+def test_cross_validated_scores_and_average_precision():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    acts, flags, v = _planted(shift=1.5)
+    cav = CAV(None, method="ridge", cv=4).fit_activations(acts, flags)
+    # auroc_ and ap_ are computed from the out-of-fold scores, which differ from in-sample scores
+    assert cav.cv_scores_.shape == (len(flags),) and np.isfinite(cav.cv_scores_).all()
+    assert cav.auroc_ == pytest.approx(roc_auc_score(flags, cav.cv_scores_))
+    assert cav.ap_ == pytest.approx(average_precision_score(flags, cav.cv_scores_))
+    assert not np.allclose(cav.cv_scores_, acts @ cav.direction_)
+    assert cav.ap_ > flags.mean() + 0.3  # chance AP is the prevalence (0.4 here)
+    # with groups the scores are those of the centred activations: a group offset does not leak in
+    g = np.arange(len(flags)) % 2
+    shifted = acts + 10.0 * g[:, None]
+    within = CAV(None, method="ridge", cv=4).fit_activations(shifted, flags, groups=g)
+    assert within.auroc_ > 0.8
+    one = CAV(None).fit_activations(acts[:20], np.r_[True, np.zeros(19, bool)])
+    assert np.isnan(one.ap_) and np.isnan(one.cv_scores_).all()
+
+
 def test_signal_is_pattern_not_filter():
     # a distractor channel shared by both groups: the SVM filter uses channel 1 to cancel it, the
     # signal (pattern) direction does not, because the concept never moves channel 1
@@ -150,3 +170,65 @@ def test_tcav_counts_a_blind_model_as_half():
     blind = add_projection(model, "relu", cav.direction_, cav.mean_clean_)
     np.testing.assert_allclose(cav.directional_derivatives(blind, x, target=1), 0.0, atol=1e-7)
     assert cav.tcav(blind, x, target=1) == 0.5 and cav.tcav(model, x, target=1) == 1.0
+
+
+def test_tcav_versus_ignores_what_raises_every_logit():
+    # both logits grow with the red channel, the malignant one (1) less than the other: red raises
+    # logit 1 on every image (plain TCAV 1) but favours class 0 (TCAV of the log-odds 0)
+    model = _RedModel()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    x, flags = _red_images()
+    cav = CAV("relu").fit(model, x, flags)
+    assert cav.tcav(model, x, target=1) == 1.0
+    assert cav.tcav(model, x, target=1, versus=0) == 0.0
+    np.testing.assert_allclose(cav.directional_derivatives(model, x[:3], target=1, versus=0),
+                               np.full(3, -cav.direction_[0]), rtol=1e-5)  # d(red - 2 red)/d eps = -v_0
+    with pytest.raises(ValueError, match="versus must be a class index"):
+        cav.tcav(model, x, target=1, versus=-1)
+    with pytest.raises(ValueError, match="versus=2 but the model has 2 outputs"):
+        cav.tcav(model, x, target=1, versus=2)
+
+
+def test_cav_retrieval_table_and_errors():
+    import pandas as pd
+
+    from xaibias.analysis import cav_retrieval
+
+    model = _RedModel()
+    x, flags = _red_images(n=60)
+    noise = np.random.default_rng(0).random(60) < 0.5
+    table = cav_retrieval(model, x, {"red": flags, "noise": noise}, layers=["relu"], methods=["signal", "ridge"], cv=3)
+    assert list(table.index.names) == ["artifact", "layer", "method"] and len(table) == 4
+    assert table.loc[("red", "relu", "signal"), "auroc"] == 1.0
+    assert table.loc[("red", "relu", "ridge"), "auroc"] > 0.75  # alpha=1 shrinks a pooled difference of ~0.08
+    assert (table.loc["noise", "auroc"] < 0.7).all()  # flags unrelated to the images: near chance
+    assert table.loc[("red", "relu", "signal"), "ap_chance"] == pytest.approx(flags.mean())
+    # the same number as a CAV fitted by hand with the same folds
+    by_hand = CAV("relu", method="ridge", cv=3).fit(model, x, flags)
+    assert table.loc[("red", "relu", "ridge"), "ap"] == pytest.approx(by_hand.ap_)
+    with pytest.raises(ValueError, match="artifact 'none': flags are all False"):
+        cav_retrieval(model, x, pd.DataFrame({"none": np.zeros(60, bool)}), layers=["relu"])
+    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+        cav_retrieval(model, x, {"red": flags}, layers=["relu"], methods=["pca"])
+    with pytest.raises(ValueError, match="layers must be a non-empty list"):
+        cav_retrieval(model, x, {"red": flags}, layers="relu")
+
+
+def test_cav_retrieval_on_real_isic_photos(isic_sample):
+    """Bissoto et al.'s dark-corner and ruler flags on the 120 real photos: a CAV of a small model
+    trained on them retrieves both above chance (cross-validated, within class)."""
+    import xaibias as xb
+    from xaibias.analysis import cav_retrieval
+
+    csv = isic_sample / "isic_bias.csv"
+    ds = xb.data.ISICDataset(isic_sample, csv=csv, annotations=csv, size=64, cache=False)
+    torch.manual_seed(0)
+    model = xb.models.train(xb.models.make_model("small_vgg", 2, seed=0), (ds.images, ds.labels), epochs=10, seed=0,
+                            batch_size=16, progress=False)
+    table = cav_retrieval(model, ds.images, ds.artifacts[["frame", "ruler"]], layers=["features.13"], groups=ds.labels)
+    best = table.groupby("artifact")[["auroc", "ap"]].max()
+    chance = table.groupby("artifact")["ap_chance"].first()
+    assert chance["frame"] == pytest.approx(51 / 120) and chance["ruler"] == pytest.approx(67 / 120)
+    assert (best["auroc"] > 0.6).all(), best
+    assert (best["ap"] > chance + 0.05).all(), (best, chance)

@@ -9,7 +9,7 @@ CoRelAy/ViRelAy layout and :func:`bias_report`.
 # What a notebook or a user calls; the rest stays importable from its module (for example
 # ``xaibias.analysis.robustness.rank_correlation`` or ``xaibias.analysis.export.read_attribution_h5``).
 from .agreement import agreement_baselines, cluster_agreement, cluster_artifact_table, pair_split_rate
-from .cav import CAV
+from .cav import CAV, cav_retrieval
 from .export import write_virelay_project
 from .failure import ablation_table, aurrac, failure_table, response_rate_accuracy, rrac_kendall_tau
 from .gebi import GEBI, spray_vs_gebi
@@ -37,5 +37,5 @@ __all__ = [
     "response_rate_accuracy", "aurrac", "rrac_kendall_tau", "saliency_table", "global_table",
     "variance_table", "failure_table", "ablation_table",
     "relevance_mass_accuracy", "relevance_rank_accuracy", "aopc", "enlarge_masks", "welch_table",
-    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci", "CAV", "group_accuracy",
+    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci", "CAV", "cav_retrieval", "group_accuracy",
 ]

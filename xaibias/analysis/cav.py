@@ -44,12 +44,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from .._checks import as_images, describe, model_device
 
-__all__ = ["CAV"]
+__all__ = ["CAV", "cav_retrieval"]
 
 _METHODS = ("signal", "svm", "ridge")
 _LISTED = (nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
@@ -149,6 +150,12 @@ def _auroc(scores: np.ndarray, flags: np.ndarray) -> float:
     return float(roc_auc_score(flags, scores))
 
 
+def _ap(scores: np.ndarray, flags: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(flags, scores))
+
+
 # --------------------------------------------------------------------------------------------------
 # the estimator
 
@@ -180,6 +187,13 @@ class CAV:
         Unit vector in the raw channel space, pointing towards the concept.
     auroc_ : float
         Cross-validated detection AUROC of the projection on the direction.
+    ap_ : float
+        Cross-validated average precision of the same scores (chance: the share of flagged images,
+        ``n_concept_ / len(flags)``).
+    cv_scores_ : np.ndarray (N,)
+        The out-of-fold scores behind ``auroc_`` and ``ap_``: image i's projection on a direction
+        fitted without it (after the per-group centring when ``groups`` was given). NaN when the
+        rarer group has a single image.
     mean_concept_, mean_clean_ : np.ndarray (C,)
         Mean pooled activations of the flagged and of the unflagged images.
     n_features_in_ : int
@@ -289,9 +303,11 @@ class CAV:
             folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state)
             for tr, te in folds.split(a, f):
                 oof[te] = a[te] @ self._direction(a[tr], f[tr])
-            self.auroc_ = _auroc(oof, f)
+            self.auroc_, self.ap_ = _auroc(oof, f), _ap(oof, f)
         else:  # one image in the rarer group: nothing to hold out
-            self.auroc_ = float("nan")
+            oof[:] = np.nan
+            self.auroc_ = self.ap_ = float("nan")
+        self.cv_scores_ = oof
         self.direction_ = self._direction(a, f)
         self.mean_concept_ = raw[f].mean(0)
         self.mean_clean_ = raw[~f].mean(0)
@@ -365,12 +381,19 @@ class CAV:
                     p.requires_grad_(fl)
         return torch.cat(out)
 
-    def directional_derivatives(self, model: nn.Module, images: Any, target: int | Sequence[int]) -> np.ndarray:
-        """d logit_target / d epsilon when every position's activation moves by ``epsilon * v`` (N,)."""
+    def directional_derivatives(self, model: nn.Module, images: Any, target: int | Sequence[int],
+                                versus: int | None = None) -> np.ndarray:
+        """d logit_target / d epsilon when every position's activation moves by ``epsilon * v`` (N,).
+
+        With ``versus`` (a class index), the derivative of ``logit_target - logit_versus`` (for two
+        classes: the log-odds of ``target``), which ignores what moves every logit alike.
+        """
         from ..explain.attribution import resolve_target
 
         module = find_layer(model, self._need_layer())
         self._fitted()
+        if versus is not None and (not isinstance(versus, (int, np.integer)) or isinstance(versus, bool) or versus < 0):
+            raise ValueError(f"versus must be a class index (int >= 0) or None; got {versus!r}")
         x = as_images(images)
         out = []
         with _eval(model) as dev, capture_output(module) as store:
@@ -381,18 +404,76 @@ class CAV:
                     t = resolve_target(target if isinstance(target, int) else torch.as_tensor(target)[s : s + len(b)],
                                        len(b), logits.detach()).to(dev)
                     a = store["a"]
-                    (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
+                    out_t = logits.gather(1, t[:, None])
+                    if versus is not None:
+                        if versus >= logits.shape[1]:
+                            raise ValueError(f"versus={versus} but the model has {logits.shape[1]} outputs")
+                        out_t = out_t - logits[:, versus : versus + 1]
+                    (g,) = torch.autograd.grad(out_t.sum(), a)
                 v = self._v(a.shape[1]).to(dev)
                 out.append(torch.einsum("nc...,c->n", g, v).detach().double().cpu())
         return torch.cat(out).numpy()
 
-    def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int], atol: float = 1e-7) -> float:
+    def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int], atol: float = 1e-7,
+             versus: int | None = None) -> float:
         """TCAV score: the share of ``images`` whose ``target`` logit rises along the CAV (Kim et al. 2018).
+
+        ``versus`` (a class index) scores ``logit_target - logit_versus`` instead: in a ReLU network a
+        direction with non-negative components often raises *every* logit, and then the plain score
+        is 1 for every concept and class; the difference asks whether the concept favours ``target``
+        over ``versus``.
 
         0.5 means the concept pushes the class up as often as down. A derivative within ``atol`` of
         zero (a model that cannot see the direction at all, such as one with a P-ClArC projection
         at this layer) counts half, so such a model scores 0.5 rather than 0; see
         :meth:`directional_derivatives` for the size of the effect.
         """
-        dd = self.directional_derivatives(model, images, target)
+        dd = self.directional_derivatives(model, images, target, versus=versus)
         return float(np.where(np.abs(dd) <= atol, 0.5, dd > 0).mean())
+
+
+def cav_retrieval(model: nn.Module, images: Any, flags: Any, layers: Sequence[str],
+                  methods: Sequence[str] = ("signal", "ridge"), groups: Any = None, cv: int = 5,
+                  random_state: int = 0) -> pd.DataFrame:
+    """Cross-validated retrieval of flagged images by a CAV, per artifact, layer and method.
+
+    For data where the artifact flags are known for every image (annotations such as Bissoto et
+    al.'s for ISIC), each image is scored by a CAV fitted on the other folds (``CAV.cv_scores_``),
+    so the scores are those of images the CAV never saw, as when it retrieves unlabelled images.
+
+    Parameters
+    ----------
+    flags : pandas.DataFrame (N, artifacts) of bool, or a dict of name -> (N,) flags
+    layers : module names (one activation pass per layer)
+    groups : (N,), optional
+        For example the class labels: the CAV is fitted within groups (see
+        :meth:`CAV.fit_activations`), so it cannot retrieve an artifact by the class it comes with.
+
+    Returns
+    -------
+    pandas.DataFrame with one row per (artifact, layer, method): ``n``, ``n_flagged``, ``auroc``,
+    ``ap`` and ``ap_chance`` (the share of flagged images, what a random ranking scores). AUROC's
+    chance is 0.5.
+    """
+    if isinstance(flags, dict):
+        flags = pd.DataFrame({k: np.asarray(v.cpu() if torch.is_tensor(v) else v) for k, v in flags.items()})
+    if not isinstance(flags, pd.DataFrame) or flags.shape[1] == 0:
+        raise ValueError(f"flags must be a non-empty DataFrame or dict of artifact -> flags; got {type(flags).__name__}")
+    if isinstance(layers, str) or not len(layers):
+        raise ValueError(f"layers must be a non-empty list of module names; got {layers!r}")
+    bad = [m for m in methods if m not in _METHODS]
+    if bad or not len(methods):
+        raise ValueError(f"methods must be a non-empty subset of {_METHODS}; got {list(methods)!r}")
+    rows = []
+    for layer in layers:
+        acts = CAV(layer).activations(model, images)
+        for name in flags.columns:
+            try:
+                f = _check_flags(flags[name].to_numpy(), n=len(acts))
+            except ValueError as e:
+                raise ValueError(f"artifact {name!r}: {e}") from None
+            for method in methods:
+                cav = CAV(layer, method=method, cv=cv, random_state=random_state).fit_activations(acts, f, groups=groups)
+                rows.append({"artifact": name, "layer": layer, "method": method, "n": len(f), "n_flagged": int(f.sum()),
+                             "auroc": cav.auroc_, "ap": cav.ap_, "ap_chance": float(f.mean())})
+    return pd.DataFrame(rows).set_index(["artifact", "layer", "method"]).sort_index()
