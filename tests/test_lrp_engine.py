@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -98,9 +99,77 @@ def _tiny_resnet() -> nn.Module:
     return _randomize_bn(_TinyResNet()).eval().to(F64)
 
 
+class _GatedNet(nn.Module):
+    """A squeeze-and-excitation block (modules: Norm pooling, SiLU and Sigmoid with zennit's Pass) and a
+    learned spatial attention gate ``x * torch.sigmoid(g)`` (functional: zennit passes the gradient)."""
+
+    def __init__(self, se_gate: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.Hardswish()
+        self.se_pool, self.se_fc1, self.se_act = nn.AdaptiveAvgPool2d(1), nn.Conv2d(6, 3, 1), nn.SiLU()
+        self.se_fc2, self.se_gate = nn.Conv2d(3, 6, 1), se_gate
+        self.conv2, self.attention = nn.Conv2d(6, 5, 3, padding=1), nn.Conv2d(5, 1, 1)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(2), nn.Linear(20, 3)
+
+    def forward(self, x):
+        a = self.act1(self.bn1(self.conv1(x)))
+        a = a * self.se_gate(self.se_fc2(self.se_act(self.se_fc1(self.se_pool(a)))))
+        b = F.silu(self.conv2(a))
+        b = b * torch.sigmoid(self.attention(b))
+        return self.fc(torch.flatten(self.pool(b), 1))
+
+
+def _gated(se_gate: type = nn.Sigmoid) -> nn.Module:
+    torch.manual_seed(0)
+    m = _GatedNet(se_gate())
+    with torch.no_grad():  # gates away from 1/2, so that they matter
+        m.attention.bias.fill_(-1.0)
+        m.se_fc2.bias.fill_(0.5)
+    return _randomize_bn(m).eval().to(F64)
+
+
+@pytest.mark.parametrize("gate", [nn.Sigmoid, nn.Hardsigmoid])
+@pytest.mark.parametrize("composite", ENGINE_COMPOSITES)
+def test_gates_equal_zennit_float64(gate, composite):
+    """Element-wise gating: squeeze-and-excitation and a spatial attention gate, as zennit computes them."""
+    m = _gated(gate)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(8), dtype=F64)
+    target = torch.tensor([1, 2])
+    ours = prepare_lrp(m, composite)(x, target, pool=None)
+    ref = _lrp(m, x, target, composite=composite, engine="zennit")
+    assert ref.abs().max() > 0
+    assert _rel_err(ours, ref) <= 1e-10
+
+
+def test_gate_semantics_follow_zennit_not_a_guess():
+    """zennit's Pass on an activation module and the ordinary gradient through the same function
+    written functionally give different maps; the engine reproduces both (so neither is a no-op)."""
+
+    class Functional(_GatedNet):  # the squeeze-and-excitation sigmoid as a function, not a module
+        def forward(self, x):
+            a = self.act1(self.bn1(self.conv1(x)))
+            a = a * torch.sigmoid(self.se_fc2(self.se_act(self.se_fc1(self.se_pool(a)))))
+            b = F.silu(self.conv2(a))
+            return self.fc(torch.flatten(self.pool(b * torch.sigmoid(self.attention(b))), 1))
+
+    module = _gated(nn.Sigmoid)
+    functional = Functional(nn.Sigmoid())
+    functional.load_state_dict(module.state_dict())
+    functional = functional.eval().to(F64)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(9), dtype=F64)
+    maps = {}
+    for key, m in (("module", module), ("functional", functional)):
+        with torch.no_grad():
+            assert torch.equal(m(x), module(x))
+        maps[key] = prepare_lrp(m, "EpsilonPlus")(x, 0)
+        assert _rel_err(maps[key], _lrp(m, x, torch.tensor([0, 0]), composite="EpsilonPlus",
+                                        engine="zennit").sum(1)) <= 1e-10
+    assert _rel_err(maps["module"], maps["functional"]) > 1e-3
+
+
 @pytest.mark.parametrize("make, composite", [
     (_tiny_vgg, "EpsilonPlusFlat"), (_tiny_vgg, "EpsilonAlpha2Beta1"), (_tiny_vgg, "EpsilonGammaBox"),
-    (_tiny_resnet, "EpsilonPlus"),
+    (_tiny_resnet, "EpsilonPlus"), (_gated, "EpsilonPlusFlat"), (_gated, "EpsilonAlpha2Beta1"),
 ])
 def test_parameter_gradient_matches_finite_differences(make, composite):
     """d loss(map) / d theta by autograd through the engine = central differences of zennit's map."""
@@ -134,10 +203,12 @@ def test_parameter_gradient_matches_finite_differences(make, composite):
             analytic = float(grads[name].reshape(-1)[idx])
             assert abs(fd - analytic) <= 1e-6 * max(scale, 1.0), (name, idx, fd, analytic)
             checked += 1
-    assert checked >= 2 * len(params)
+    assert checked == sum(min(2, p.numel()) for p in params.values())
     # batch-norm affine parameters receive gradient (the folding happens inside the call)
     bn_weight = next(n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)) + ".weight"
     assert grads[bn_weight].abs().max() > 0
+    if "attention.weight" in grads:  # the map is trainable through the gates
+        assert grads["attention.weight"].abs().max() > 0 and grads["se_fc2.weight"].abs().max() > 0
 
 
 def test_model_is_not_modified_and_train_mode_uses_running_statistics():
@@ -186,31 +257,52 @@ def test_cached_engine_follows_parameter_changes():
 
 def test_unsupported_layers_are_named_and_attribute_falls_back():
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).eval()
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * 8 * 8, 2)).eval()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
-    with pytest.raises(LRPEngineUnsupported, match=r"the layer '1' of type SiLU"):
+    with pytest.raises(LRPEngineUnsupported, match=r"the layer '1' of type GroupNorm"):
         prepare_lrp(m)
-    with pytest.raises(LRPEngineUnsupported, match="SiLU"):
+    with pytest.raises(LRPEngineUnsupported, match="GroupNorm"):
         attribute(m, x, method="lrp", engine="prepared")
     auto = attribute(m, x, method="lrp", engine="auto")
     assert torch.equal(auto, attribute(m, x, method="lrp", engine="zennit"))
-    with pytest.raises(LRPEngineUnsupported, match="DenseNet"):
-        prepare_lrp(xb.models.make_model("small_densenet"))
 
-    class Skip(nn.Module):  # a residual sum outside a torchvision block: zennit passes the plain gradient
+    class Divide(nn.Module):  # a quotient of two tensors has no rule here
         def __init__(self) -> None:
             super().__init__()
             self.conv, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3 * 8 * 8, 2)
 
         def forward(self, x):
-            return self.fc(torch.flatten(self.conv(x) + x, 1))
+            return self.fc(torch.flatten(self.conv(x) / (x + 1), 1))
 
-    with pytest.raises(LRPEngineUnsupported, match="an addition outside a torchvision residual block"):
-        prepare_lrp(Skip())
+    with pytest.raises(LRPEngineUnsupported, match=r"the operation call_function 'truediv' at node 'truediv'"):
+        prepare_lrp(Divide())
     with pytest.raises(ValueError, match="unknown composite 'Fancy'"):
         prepare_lrp(m, "Fancy")
     with pytest.raises(ValueError, match="engine must be 'auto', 'prepared' or 'zennit'"):
         attribute(m, x, method="lrp", engine="fast")
+
+
+class _Skip(nn.Module):
+    """A residual sum outside a torchvision block (zennit passes the ordinary gradient there), a view
+    with a computed size and a constant factor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)) + x
+        return self.fc(0.5 * y.view(y.size(0), -1))
+
+
+@pytest.mark.parametrize("composite", ["EpsilonPlus", "EpsilonGammaBox"])
+def test_plain_gradient_operations_equal_zennit(composite):
+    torch.manual_seed(0)
+    m = _Skip().eval().to(F64)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6), dtype=F64)
+    ref = _lrp(m, x, None, composite=composite, engine="zennit")
+    assert _rel_err(prepare_lrp(m, composite)(x, pool=None), ref) <= 1e-10
 
 
 def test_attribute_cache_does_not_keep_the_model_alive():

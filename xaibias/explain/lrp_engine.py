@@ -1,27 +1,42 @@
 """A prepared, hook-free LRP engine: zennit's numbers from one autograd pass, differentiable in the parameters.
 
 :func:`prepare_lrp` reads a model once: it traces the forward with ``torch.fx``, finds the batch
-norms zennit's canonizers would merge (``SequentialMergeBatchNorm``, ``ResNetCanonizer``) and assigns
-each layer the rule the composite gives it (zennit's order: the first layer in ``named_modules``
-gets the first-layer rule). The user's model is never changed: the engine keeps references to its
-modules and computes the merged, rule-modified parameters from the live parameters.
+norms zennit's canonizers would merge (``SequentialMergeBatchNorm``, ``ResNetCanonizer``,
+:class:`~xaibias.explain.DenseNetCanonizer`) and assigns each layer the rule the composite gives it
+(zennit's order: the first layer in ``named_modules`` gets the first-layer rule). The user's model
+is never changed: the engine keeps references to its modules and computes the merged,
+rule-modified parameters from the live parameters.
 
 :class:`PreparedLRP` then explains a batch with a modified forward whose values are the canonized
-model's outputs and whose gradient is the LRP rule of every layer (see
-:mod:`xaibias.explain.lrp_rules`), followed by one ``torch.autograd.grad``. No hooks are attached.
+model's outputs and whose gradient is zennit's backward pass (see :mod:`xaibias.explain.lrp_rules`),
+followed by one ``torch.autograd.grad``. No hooks are attached.
 
-- ``create_graph=False`` (default): the folded and modified parameters are computed once and
-  reused until a parameter or buffer changes (their version counters are checked on every call).
+- ``create_graph=False`` (default): one forward; the folded and modified parameters are computed
+  once and reused until a parameter or buffer changes (their version counters are checked on every
+  call).
 - ``create_graph=True``: the parameters are folded inside the call from the live tensors, and the
   map keeps its graph, so a loss on it can be back-propagated to the model's parameters (batch-norm
   ``weight``/``bias`` included). This runs the forward twice (once for the values, once for the
   gradient path).
 
-Supported: ``Conv2d`` (zero padding), ``Linear``, ``BatchNorm1d/2d`` directly after one of them,
-``ReLU`` (module or function), ``MaxPool2d``, ``AvgPool2d``/``AdaptiveAvgPool2d`` (Norm rule),
-``Flatten``/``torch.flatten``/``view``/``reshape``, ``Dropout``/``Identity``, and torchvision
-``BasicBlock``/``Bottleneck`` residual sums (Norm rule, as zennit's ``ResNetCanonizer``). That covers
-``small_vgg``, ``small_resnet``, ``vgg*`` and ``resnet*``. Anything else raises
+What zennit does, the engine does:
+
+- ``Conv2d`` (zero padding, any groups) and ``Linear`` get the composite's rules, with a batch norm
+  merged in where zennit's canonizer merges one;
+- modules zennit calls activations (``ReLU``, ``ReLU6``, ``SiLU``, ``Sigmoid``, ``Hardswish``,
+  ``Hardsigmoid``, ``Tanh``, ``GELU``, ...) get ``Pass``: the relevance goes through unchanged;
+- ``AvgPool2d``/``AdaptiveAvgPool2d`` modules, the residual sums of torchvision's
+  ``BasicBlock``/``Bottleneck`` (zennit's ``ResNetCanonizer``) and DenseNet's head pooling get
+  ``Norm``; DenseNet's batch norms after a concatenation get ``Pass`` (as the canonizer sets);
+- everything zennit leaves without a rule passes the ordinary gradient: max-pooling, reshapes,
+  ``torch.cat``, additions outside torchvision blocks (MobileNet, EfficientNet), element-wise
+  products such as squeeze-and-excitation's ``scale * x`` or an attention gate
+  ``x * torch.sigmoid(g)``, functional activations (``torch.sigmoid``, ``F.silu``, ``F.relu``, ...),
+  functional pooling and batch norms no canonizer merges.
+
+That covers the zoo (``small_vgg``, ``small_resnet``, ``small_densenet``, ``small_efficientnet``,
+``small_mobilenet``, ``vgg16``, ``resnet50``, ``densenet121``, ``efficientnet_b0``,
+``mobilenet_v2``) and torchvision's ``mobilenet_v3``. Anything else raises
 :class:`LRPEngineUnsupported` naming the layer; :func:`xaibias.explain.attribute` then uses zennit.
 
 Batch norm always uses its running statistics and dropout is off (eval semantics) whatever the
@@ -30,6 +45,7 @@ model's mode, as :func:`~xaibias.explain.attribute` does; running statistics are
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 import weakref
@@ -46,10 +62,11 @@ from .lrp_rules import (
     FlatRule,
     GammaRule,
     LinearRule,
+    PassThrough,
     Relay,
     ZBoxRule,
     ZPlusRule,
-    ratio,
+    inverse,
 )
 
 __all__ = ["prepare_lrp", "PreparedLRP", "LRPEngineUnsupported", "ENGINE_COMPOSITES"]
@@ -59,6 +76,37 @@ ENGINE_COMPOSITES: tuple[str, ...] = (
 )
 _LINEAR = (nn.Conv2d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+_DROP = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+_POSITIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
+
+# operations zennit leaves without a rule whose Jacobian is constant or piecewise constant: the
+# ordinary gradient, on the gradient path as on the value path. value: does a non-negative input stay
+# non-negative (True: the output is always >= 0; None: when all tensor inputs are; False: unknown)
+_GRAD_FUNCTIONS: dict[Any, bool | None] = {
+    operator.add: None, operator.iadd: None, torch.add: None, operator.sub: False, operator.isub: False,
+    torch.sub: False, operator.neg: False, torch.cat: None, torch.concat: None, torch.flatten: None,
+    torch.reshape: None, torch.mean: None, torch.sum: None, torch.amax: None, torch.permute: None,
+    torch.squeeze: None, torch.unsqueeze: None, torch.transpose: None, operator.getitem: None,
+    F.relu: True, torch.relu: True, F.relu6: True, F.hardtanh: False, F.max_pool2d: None, F.avg_pool2d: None,
+    F.adaptive_avg_pool2d: None, F.adaptive_max_pool2d: None,
+}
+_GRAD_METHODS: dict[str, bool | None] = {
+    "add": None, "add_": None, "sub": False, "sub_": False, "flatten": None, "view": None, "reshape": None,
+    "mean": None, "sum": None, "amax": None, "permute": None, "squeeze": None, "unsqueeze": None,
+    "contiguous": None, "transpose": None, "relu": True, "relu_": True, "expand": None, "expand_as": None,
+}
+# element-wise functions with a smooth Jacobian (the parameter gradient needs its derivative); value:
+# the output is always >= 0
+_SMOOTH_FUNCTIONS: dict[Any, bool] = {
+    torch.sigmoid: True, F.sigmoid: True, F.silu: False, F.hardsigmoid: True, F.hardswish: False,
+    torch.tanh: False, F.tanh: False, F.gelu: False, F.elu: False, F.softplus: True, F.leaky_relu: False,
+    F.mish: False,
+}
+_SMOOTH_METHODS: dict[str, bool] = {"sigmoid": True, "sigmoid_": True, "tanh": False, "tanh_": False}
+_MUL = (operator.mul, operator.imul, torch.mul)
+_MUL_METHODS = ("mul", "mul_")
+_DIV = (operator.truediv, operator.itruediv, torch.div)
+_META_METHODS = ("size", "dim")
 
 
 class LRPEngineUnsupported(ValueError):
@@ -84,12 +132,44 @@ def _rules(composite: str, epsilon: float, low, high) -> tuple[LinearRule, Linea
     raise LRPEngineUnsupported(f"the prepared engine has no composite {composite!r}; it knows {ENGINE_COMPOSITES}")
 
 
+class _Ref:
+    """A reference to an earlier step's result inside a call's arguments."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _template(a: Any) -> Any:
+    return fx.node.map_arg(a, lambda n: _Ref(n.name))
+
+
+def _resolve(t: Any, env: dict) -> Any:
+    if isinstance(t, _Ref):
+        return env[t.name]
+    if isinstance(t, tuple):
+        return tuple(_resolve(v, env) for v in t)
+    if isinstance(t, list):
+        return [_resolve(v, env) for v in t]
+    if isinstance(t, dict):
+        return {k: _resolve(v, env) for k, v in t.items()}
+    return t
+
+
+def _refs(t: Any) -> list[str]:
+    out: list[str] = []
+    fx.node.map_arg(t, lambda n: out.append(n.name) or n)
+    return out
+
+
 class _Tracer(fx.Tracer):
-    """fx tracer that records which torchvision residual block each node was created in."""
+    """fx tracer that records, per node, the torchvision residual block and the module it was created in."""
 
     def __init__(self) -> None:
         super().__init__()
         self._blocks: list[str] = []
+        self._owners: list[nn.Module] = []
 
     def call_module(self, m, forward, args, kwargs):  # noqa: D102
         from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -100,16 +180,42 @@ class _Tracer(fx.Tracer):
                 raise LRPEngineUnsupported(f"{self.path_of_module(m)!r} ({type(m).__name__}) overrides the "
                                            "torchvision block's forward, which zennit's ResNetCanonizer replaces")
             self._blocks.append(self.path_of_module(m))
+        self._owners.append(m)
         try:
             return super().call_module(m, forward, args, kwargs)
         finally:
+            self._owners.pop()
             if block:
                 self._blocks.pop()
 
     def create_node(self, *args, **kwargs):  # noqa: D102
         node = super().create_node(*args, **kwargs)
         node.meta["xb_block"] = self._blocks[-1] if self._blocks else None
+        node.meta["xb_owner"] = self._owners[-1] if self._owners else self.root
         return node
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    """Trace in eval mode with DenseNet checkpointing off (both leave the function unchanged), then restore."""
+    from torchvision.models.densenet import _DenseLayer
+
+    modes = [(m, m.training) for m in model.modules()]
+    dense = [(m, m.memory_efficient) for m in model.modules() if isinstance(m, _DenseLayer)]
+    try:
+        model.eval()
+        for m, _ in dense:
+            m.memory_efficient = False
+        return _Tracer().trace(model)
+    except LRPEngineUnsupported:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fx raises many kinds of errors on untraceable code
+        raise LRPEngineUnsupported(f"prepare_lrp could not trace {type(model).__name__} with torch.fx "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for m, flag in dense:
+            m.memory_efficient = flag
 
 
 def _merge_pairs(model: nn.Module) -> dict[str, str]:
@@ -131,12 +237,39 @@ def _unsupported(node: fx.Node, what: str) -> LRPEngineUnsupported:
                                 "(attribute() falls back to zennit by itself with engine='auto')")
 
 
+def _eval_bn(mod: nn.Module):
+    """The batch norm with its running statistics (eval semantics in any mode), live parameters."""
+
+    def bn(a: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(a, mod.running_mean, mod.running_var, mod.weight, mod.bias, False, 0.0, mod.eps)
+
+    return bn
+
+
+def _without_inplace(mod: nn.Module) -> nn.Module:
+    if getattr(mod, "inplace", False):
+        mod = copy.copy(mod)  # shares the parameters; only the flag differs
+        mod.inplace = False
+    return mod
+
+
+def _is_densenet_head(node: fx.Node) -> bool:
+    """Is ``node`` an operation of torchvision's ``DenseNet.forward`` (the head DenseNetCanonizer rewrites)?"""
+    from torchvision.models.densenet import DenseNet
+
+    owner = node.meta.get("xb_owner")
+    return isinstance(owner, DenseNet) and type(owner).forward is DenseNet.forward
+
+
 class PreparedLRP:
     """LRP for one model and composite; call it as ``engine(x, target)``. Made by :func:`prepare_lrp`."""
 
     def __init__(self, model: nn.Module, composite: str = "EpsilonPlusFlat", canonizers: str | None = "auto",
                  epsilon: float = 1e-6, low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0) -> None:
+        from zennit.types import Activation
+
         from .attribution import COMPOSITES, auto_canonizers
+        from .canonizers import find_densenet_batchnorms
 
         if not isinstance(composite, str):
             raise LRPEngineUnsupported(f"the prepared engine takes a composite name, not {type(composite).__name__}")
@@ -151,110 +284,155 @@ class PreparedLRP:
         self.composite, self.epsilon = composite, float(epsilon)
         self.low, self.high = low, high
         conv_rule, lin_rule, first_rule, first_types = _rules(composite, epsilon, low, high)
-        resnet = False
-        if canonizers == "auto":
-            kinds = {type(c).__name__ for c in auto_canonizers(model)}
-            if "DenseNetCanonizer" in kinds:
-                raise LRPEngineUnsupported("prepare_lrp does not handle DenseNet yet (concatenations and batch norms "
-                                           "after them); use engine='zennit'")
-            resnet = "ResNetCanonizer" in kinds
-        pairs = _merge_pairs(model) if canonizers == "auto" else {}
+        kinds = {type(c).__name__ for c in auto_canonizers(model)} if canonizers == "auto" else set()
+        resnet, densenet = "ResNetCanonizer" in kinds, "DenseNetCanonizer" in kinds
+        after_concat: set[str] = set()
+        if densenet:  # DenseNetCanonizer: structural pairs, the emptied batch norm gets eps = 0 (k = 1)
+            merge, concat_norms = find_densenet_batchnorms(model)
+            pairs, after_concat, exact = {bn: lin for lin, bn in merge}, set(concat_norms), True
+        else:
+            pairs, exact = (_merge_pairs(model) if canonizers == "auto" else {}), False
         modules = dict(model.named_modules())
         first_name = next((n for n, m in modules.items() if first_types and isinstance(m, first_types)), None)
-        try:
-            tracer = _Tracer()
-            graph = tracer.trace(model)
-        except LRPEngineUnsupported:
-            raise
-        except Exception as exc:  # noqa: BLE001 - fx raises many kinds of errors on untraceable code
-            raise LRPEngineUnsupported(f"prepare_lrp could not trace {type(model).__name__} with torch.fx "
-                                       f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-        self.steps: list[tuple] = []
+        graph = _trace(model)
+        self.steps: list[list] = []
         self.rules: dict[str, str] = {}
+        by_name: dict[str, list] = {}
         users = {n.name: len(n.users) for n in graph.nodes}
         seen_linear: set[str] = set()
+        meta: set[str] = set()  # nodes whose values are not tensors (sizes)
         self.input_name = None
+
+        def add(step: list) -> None:
+            self.steps.append(step)
+            by_name[step[1]] = step
+
         for node in graph.nodes:
-            op, tgt = node.op, node.target
+            op, tgt, name = node.op, node.target, node.name
             args = [a.name if isinstance(a, fx.Node) else a for a in node.args]
+            tensor_args = [a for a in node.args if isinstance(a, fx.Node)]
             if op == "placeholder":
                 if self.input_name is not None:
                     raise _unsupported(node, "a second forward argument")
-                self.input_name = node.name
-                self.steps.append(("input", node.name))
+                self.input_name = name
+                add(["input", name])
             elif op == "output":
                 if not isinstance(node.args[0], fx.Node):
                     raise _unsupported(node, "an output that is not a single tensor")
-                self.steps.append(("output", node.args[0].name))
+                add(["output", node.args[0].name])
+            elif op == "get_attr":
+                raise _unsupported(node, f"the tensor {tgt!r} used directly in the forward (no layer holds it)")
             elif op == "call_module":
                 mod = modules[tgt]
+                if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+                    raise _unsupported(node, f"the layer {tgt!r} called with other than one tensor")
+                src = args[0]
                 if isinstance(mod, _LINEAR):
                     if tgt in seen_linear:
                         raise _unsupported(node, f"the layer {tgt!r} used twice")
                     seen_linear.add(tgt)
-                    if isinstance(mod, nn.Conv2d) and mod.padding_mode != "zeros":
-                        raise _unsupported(node, f"Conv2d {tgt!r} with padding_mode={mod.padding_mode!r}")
                     if type(mod) not in _LINEAR:
                         raise _unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
+                    if isinstance(mod, nn.Conv2d) and mod.padding_mode != "zeros":
+                        raise _unsupported(node, f"Conv2d {tgt!r} with padding_mode={mod.padding_mode!r}")
                     if tgt == first_name:
                         rule = first_rule
-                        if rule.probe != "input" and args[0] != self.input_name:
+                        if rule.probe != "input" and src != self.input_name:
                             raise _unsupported(node, f"the first layer {tgt!r} not reading the model input")
                     else:
                         rule = conv_rule if isinstance(mod, nn.Conv2d) else lin_rule
                     self.rules[tgt] = repr(rule)
-                    self.steps.append(["linear", node.name, args[0], mod, None, rule])
-                elif isinstance(mod, _BN):
-                    src = self._step(args[0])
-                    if pairs.get(tgt) is None or src is None or src[0] != "linear" or src[3] is not modules[pairs[tgt]]:
-                        raise _unsupported(node, f"BatchNorm {tgt!r} that does not directly follow a linear layer "
-                                                 "(zennit would leave it unmerged)")
-                    if users[args[0]] != 1:
-                        raise _unsupported(node, f"the output of {pairs[tgt]!r} used besides BatchNorm {tgt!r}")
-                    if mod.running_mean is None or mod.weight is None:
-                        raise _unsupported(node, f"BatchNorm {tgt!r} without running statistics or affine parameters")
-                    src[4] = mod
-                    self.steps.append(("alias", node.name, args[0]))
-                elif type(mod) is nn.ReLU:
-                    self.steps.append(("grad", node.name, args[0], F.relu, (), True))
-                elif type(mod) in (nn.MaxPool2d, nn.Flatten):
+                    add(["linear", name, src, mod, None, rule, exact])
+                elif isinstance(mod, _BN) and type(mod) in _BN:
+                    if mod.running_mean is None:
+                        raise _unsupported(node, f"BatchNorm {tgt!r} without running statistics")
+                    if tgt in pairs:
+                        prev = by_name.get(src)
+                        if prev is None or prev[0] != "linear" or prev[3] is not modules[pairs[tgt]]:
+                            raise _unsupported(node, f"BatchNorm {tgt!r} that zennit merges into {pairs[tgt]!r} "
+                                                     "but that does not directly follow it here")
+                        if users[src] != 1:
+                            raise _unsupported(node, f"the output of {pairs[tgt]!r} used besides BatchNorm {tgt!r}")
+                        if mod.weight is None:
+                            raise _unsupported(node, f"BatchNorm {tgt!r} without affine parameters")
+                        prev[4] = mod
+                        add(["alias", name, src])
+                    elif tgt in after_concat:  # DenseNetCanonizer gives it Pass
+                        add(["pass", name, src, _eval_bn(mod), False])
+                    else:  # no canonizer merges it: zennit passes the ordinary gradient
+                        add(["grad", name, _eval_bn(mod), (_Ref(src),), {}, False, [src]])
+                elif isinstance(mod, Activation) and not isinstance(mod, nn.MultiheadAttention):
+                    add(["pass", name, src, _without_inplace(mod), isinstance(mod, _POSITIVE_ACTIVATIONS)])
+                elif type(mod) in (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten):
                     if getattr(mod, "return_indices", False):
-                        raise _unsupported(node, f"MaxPool2d {tgt!r} with return_indices=True")
-                    self.steps.append(("grad", node.name, args[0], mod, (), None))
+                        raise _unsupported(node, f"{type(mod).__name__} {tgt!r} with return_indices=True")
+                    add(["grad", name, mod, (_Ref(src),), {}, None, [src]])
                 elif type(mod) in (nn.AvgPool2d, nn.AdaptiveAvgPool2d):
-                    self.steps.append(("norm", node.name, [args[0]], mod))
-                elif type(mod) in (nn.Dropout, nn.Identity):
-                    self.steps.append(("alias", node.name, args[0]))
+                    add(["norm", name, [src], mod])
+                elif type(mod) in _DROP:
+                    add(["alias", name, src])
                 else:
                     raise _unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
-            elif op == "call_function" and tgt in (operator.add, torch.add, operator.iadd):
-                if not (resnet and node.meta.get("xb_block") and len(args) == 2 and not node.kwargs
-                        and all(isinstance(a, fx.Node) for a in node.args)):
-                    raise _unsupported(node, "an addition outside a torchvision residual block (zennit passes the "
-                                             "plain gradient there)")
-                self.steps.append(("norm", node.name, args, None))
-            elif op == "call_function" and tgt in (F.relu, torch.relu):
-                self.steps.append(("grad", node.name, args[0], F.relu, (), True))
-            elif (op == "call_function" and tgt is torch.flatten) or (op == "call_method" and tgt in (
-                    "flatten", "view", "reshape")):
-                if any(isinstance(a, fx.Node) for a in node.args[1:]) or node.kwargs:
-                    raise _unsupported(node, f"{tgt} with computed arguments")
-                fn = torch.flatten if tgt in (torch.flatten, "flatten") else getattr(torch.Tensor, tgt)
-                self.steps.append(("grad", node.name, args[0], fn, tuple(args[1:]), None))
+            elif op in ("call_function", "call_method"):
+                fname = getattr(tgt, "__name__", str(tgt))
+                fn = tgt if op == "call_function" else None
+                method = tgt if op == "call_method" else None
+                refs = _refs((node.args, node.kwargs))
+                kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
+                tmpl_args, tmpl_kwargs = _template(tuple(node.args)), _template(kwargs)
+                if method is not None:  # in-place methods (add_, relu_, ...) computed out of place
+                    fn = _method(method.rstrip("_"))
+                if op == "call_method" and tgt in _META_METHODS or (
+                        op == "call_function" and tgt is getattr and len(node.args) == 2
+                        and node.args[1] in ("shape", "ndim", "dtype", "device")) or (
+                        op == "call_function" and tgt is operator.getitem and args[0] in meta):
+                    meta.add(name)
+                    add(["meta", name, fn, tmpl_args, tmpl_kwargs])
+                elif any(r in meta for r in refs) and not (
+                        (op == "call_function" and tgt in _GRAD_FUNCTIONS) or (op == "call_method" and tgt in _GRAD_METHODS)):
+                    raise _unsupported(node, f"the operation {op} {fname!r} with computed sizes")
+                elif op == "call_function" and fname == "stochastic_depth" and _is_stochastic_depth(tgt):
+                    add(["alias", name, args[0]])  # the identity in eval mode (EfficientNet's MBConv)
+                elif (op == "call_function" and tgt in (operator.add, torch.add, operator.iadd)) and resnet \
+                        and node.meta.get("xb_block") and len(tensor_args) == 2 and not node.kwargs:
+                    add(["norm", name, [a.name for a in tensor_args], None])  # ResNetCanonizer's Sum: Norm
+                elif op == "call_function" and tgt in (F.relu, torch.relu) and _is_densenet_head(node):
+                    add(["pass", name, args[0], F.relu, True])  # DenseNetCanonizer's head ReLU module
+                elif op == "call_function" and tgt is F.adaptive_avg_pool2d and _is_densenet_head(node):
+                    add(["norm", name, [args[0]], _template_call(F.adaptive_avg_pool2d, tmpl_args, tmpl_kwargs)])
+                elif (op == "call_function" and tgt in _MUL) or (op == "call_method" and tgt in _MUL_METHODS):
+                    if len(tensor_args) == 2 and not kwargs:
+                        add(["mul", name, tensor_args[0].name, tensor_args[1].name])
+                    elif len(tensor_args) == 1:  # a constant factor
+                        add(["grad", name, operator.mul, tmpl_args, tmpl_kwargs, False, refs])
+                    else:
+                        raise _unsupported(node, f"the product {fname!r} of these arguments")
+                elif op == "call_function" and tgt in _DIV and len(tensor_args) == 1 \
+                        and isinstance(node.args[0], fx.Node) and not kwargs:
+                    add(["grad", name, operator.truediv, tmpl_args, {}, False, refs])
+                elif (op == "call_function" and tgt in _GRAD_FUNCTIONS) or (op == "call_method" and tgt in _GRAD_METHODS):
+                    positive = _GRAD_FUNCTIONS[tgt] if op == "call_function" else _GRAD_METHODS[tgt]
+                    if op == "call_function" and tgt in (operator.iadd, operator.isub):
+                        fn = operator.add if tgt is operator.iadd else operator.sub
+                    add(["grad", name, fn, tmpl_args, tmpl_kwargs, positive, [r for r in refs if r not in meta]])
+                elif (op == "call_function" and tgt in _SMOOTH_FUNCTIONS) or (op == "call_method" and tgt in _SMOOTH_METHODS):
+                    if len(tensor_args) != 1 or not isinstance(node.args[0], fx.Node) or len(refs) != 1:
+                        raise _unsupported(node, f"the function {fname!r} of more than one tensor")
+                    positive = _SMOOTH_FUNCTIONS[tgt] if op == "call_function" else _SMOOTH_METHODS[tgt]
+                    add(["smooth", name, fn, tmpl_args, tmpl_kwargs, positive, args[0]])
+                else:
+                    raise _unsupported(node, f"the operation {op} {fname!r}")
             else:
-                name = getattr(tgt, "__name__", str(tgt))
-                raise _unsupported(node, f"the operation {op} {name!r}")
+                raise _unsupported(node, f"the node kind {op!r}")
         if first_name is not None and first_name not in self.rules:
             raise LRPEngineUnsupported(f"the first layer {first_name!r} is not called in the forward")
+        self._lins = {s[1]: self._lin(s[3]) for s in self.steps if s[0] == "linear"}
         self._params = self._collect()
         self._signature = self._current_signature()
         self._cache_key: tuple | None = None
         self._cache: list[dict] | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------
-    def _step(self, name: str):
-        return next((s for s in self.steps if s[1] == name), None)
-
     def _collect(self) -> list[torch.Tensor]:
         out = []
         for s in self.steps:
@@ -288,7 +466,7 @@ class PreparedLRP:
         for s in self.steps:
             if s[0] != "linear":
                 continue
-            _, _, _, mod, bn, rule = s
+            _, _, _, mod, bn, rule, exact = s
             w, b = mod.weight, mod.bias
             k = 1.0
             if bn is not None:  # zennit's MergeBatchNorm.merge_batch_norm, from the live tensors
@@ -296,7 +474,8 @@ class PreparedLRP:
                 index = (slice(None), *((None,) * (w.ndim - 1)))
                 b0 = torch.zeros(1, dtype=w.dtype, device=w.device) if b is None else b
                 w, b = w * scale[index], (b0 - bn.running_mean) * scale + bn.bias
-                k = 1.0 / math.sqrt(1.0 + bn.eps)  # the emptied batch norm keeps its eps
+                # zennit's emptied batch norm keeps its eps; the DenseNet canonizer sets it to 0
+                k = 1.0 if exact else 1.0 / math.sqrt(1.0 + bn.eps)
             out.append({"w": w, "b": b, "k": k, "p": rule.derive(w, b)})
         return out
 
@@ -336,37 +515,77 @@ class PreparedLRP:
         p = x.detach().requires_grad_(True)
         probes: list[torch.Tensor] = [p]
         i = 0
+
+        def times(name: str) -> torch.Tensor:  # the rule's final "a *": gradient times the input
+            return Relay.apply(relay[name], relay[name], real[name] if cg else relay[name].detach())
+
         for s in self.steps:
             kind, name = s[0], s[1]
             if kind == "input":
                 real[name], relay[name], nonneg[name] = (x if cg else p), p, bool(x.min() >= 0)
             elif kind == "alias":
                 real[name], relay[name], nonneg[name] = real[s[2]], relay[s[2]], nonneg[s[2]]
-            elif kind == "grad":
-                _, _, src, fn, extra, positive = s
-                real[name] = fn(real[src], *extra)
-                relay[name] = fn(relay[src], *extra) if cg else real[name]
-                nonneg[name] = bool(positive) or nonneg[src]
+            elif kind == "meta":
+                _, _, fn, a, kw = s
+                real[name] = relay[name] = fn(*_resolve(a, real), **_resolve(kw, real))
+                nonneg[name] = False
+            elif kind == "grad":  # ordinary gradient, (piecewise) constant Jacobian
+                _, _, fn, a, kw, positive, srcs = s
+                relay[name] = fn(*_resolve(a, relay), **_resolve(kw, relay))
+                real[name] = fn(*_resolve(a, real), **_resolve(kw, real)) if cg else relay[name]
+                nonneg[name] = positive is True or (positive is None and all(nonneg[n] for n in srcs))
+            elif kind == "smooth":  # ordinary gradient of an element-wise function
+                _, _, fn, a, kw, positive, src = s
+                if not cg:
+                    relay[name] = real[name] = fn(*_resolve(a, relay), **_resolve(kw, relay))
+                else:  # the derivative at the real values, with their parameter graph
+                    xr = real[src] if real[src].requires_grad else real[src].detach().requires_grad_(True)
+                    y = fn(*_resolve(a, {**real, src: xr}), **_resolve(kw, real))
+                    (d,) = torch.autograd.grad(y.sum(), xr, create_graph=True)
+                    real[name], relay[name] = y, Relay.apply(y, relay[src], d)
+                nonneg[name] = positive
+            elif kind == "mul":  # ordinary gradient of a product (gates, squeeze-and-excitation)
+                _, _, a, b = s
+                if not cg:
+                    relay[name] = real[name] = relay[a] * relay[b]
+                else:
+                    y = real[a] * real[b]
+                    real[name] = y
+                    relay[name] = Relay.apply(y, relay[a].expand_as(y), relay[b].expand_as(y),
+                                              real[b].expand_as(y), real[a].expand_as(y))
+                nonneg[name] = nonneg[a] and nonneg[b]
+            elif kind == "pass":  # zennit's Pass rule: the gradient goes through unchanged
+                _, _, src, fn, positive = s
+                if cg:
+                    y = fn(real[src])
+                else:
+                    with torch.no_grad():
+                        y = fn(relay[src])
+                relay[name] = PassThrough.apply(y, relay[src])
+                real[name] = y if cg else relay[name]
+                nonneg[name] = positive
             elif kind == "norm":  # zennit's Norm rule on average pooling and residual sums
                 _, _, srcs, mod = s
-                z_relay = relay[srcs[0]] + relay[srcs[1]] if mod is None else mod(relay[srcs[0]])
+                ins = [times(a) for a in srcs]
+                z_relay = ins[0] + ins[1] if mod is None else mod(ins[0])
                 if cg:
                     z_real = real[srcs[0]] + real[srcs[1]] if mod is None else mod(real[srcs[0]])
                 else:
                     z_real = z_relay.detach()
                 nonneg[name] = all(nonneg[a] for a in srcs)
                 with torch.set_grad_enabled(cg):
-                    r = ratio(z_real, z_real, STABILIZER, 1.0, nonneg[name], inplace=not cg)
+                    r = inverse(z_real, STABILIZER, 1.0, nonneg[name], inplace=not cg)
                 relay[name] = Relay.apply(z_real, z_relay, r)
                 real[name] = z_real if cg else relay[name]
             elif kind == "linear":
-                _, _, src, mod, bn, rule = s
+                _, _, src, mod, bn, rule, _exact = s
                 d = derived[i]
                 i += 1
-                lin = self._lin(mod)
-                a_real, a_relay, box_real, box_relay = real[src], relay[src], None, None
+                lin = self._lins[name]
                 if src == self.input_name and rule.probe != "input":
-                    a_real, a_relay, box_real, box_relay = self._probe(rule, x, p, probes)
+                    a_real, a_relay, box_real, box_relay = self._probe(rule, x, p, probes, cg)
+                else:
+                    a_real, a_relay, box_real, box_relay = real[src], times(src), None, None
                 groups = rule.groups(a_relay, d["p"], lin, nonneg[src], box_relay)
                 with torch.set_grad_enabled(cg):
                     if cg:
@@ -376,7 +595,7 @@ class PreparedLRP:
                     # the epsilon rule's z is the layer's output itself
                     y = zs[0] if isinstance(rule, EpsilonRule) else lin(real[src], d["w"], d["b"])
                     val = y * d["k"] if d["k"] != 1.0 else y
-                    rs = [ratio(val, z, eps, coef * d["k"], positive, inplace=not cg)
+                    rs = [inverse(z, eps, coef * d["k"], positive, inplace=not cg)
                           for z, (_, eps, coef, positive) in zip(zs, groups)]
                 relay[name] = Relay.apply(val, *(g[0] for g in groups), *rs)
                 real[name] = val if cg else relay[name]
@@ -386,9 +605,9 @@ class PreparedLRP:
         raise RuntimeError("the traced graph has no output")
 
     @staticmethod
-    def _probe(rule: LinearRule, x: torch.Tensor, p: torch.Tensor, probes: list):
+    def _probe(rule: LinearRule, x: torch.Tensor, p: torch.Tensor, probes: list, cg: bool):
         """First-layer inputs of Flat and ZBox: (real input, probe input, real box, probe box)."""
-        if rule.probe == "ones":
+        if rule.probe == "ones":  # Flat: relevance = ones * gradient, the gradient of a ones probe
             ones = torch.ones_like(x)
             q = ones.clone().requires_grad_(True)
             probes.append(q)
@@ -397,7 +616,9 @@ class PreparedLRP:
         high = torch.as_tensor(rule.high, dtype=x.dtype, device=x.device).expand_as(x)
         qs = [t.detach().clone().requires_grad_(True) for t in (low, high)]
         probes.extend(qs)
-        return x, p, (low, high), tuple(qs)
+        # ZBox's reducer: input * grad + low * grad_low + high * grad_high
+        box = tuple(Relay.apply(q, q, t) for q, t in zip(qs, (low, high)))
+        return x, Relay.apply(p, p, x), (low, high), box
 
     def __call__(self, x: torch.Tensor, target: Any = None, create_graph: bool = False, init: str = "logit",
                  pool: str | None = "sum") -> torch.Tensor:
@@ -428,15 +649,39 @@ class PreparedLRP:
                 raise LRPEngineUnsupported(f"the model output must be (N, classes); got {tuple(logits.shape)}")
             t = resolve_target(target, len(x), logits.detach()).to(logits.device)
             onehot = F.one_hot(t, logits.shape[1]).to(logits.dtype)
-            if init == "one":
-                sel = logits.detach().gather(1, t[:, None])
-                if bool((sel == 0).any()):
-                    raise LRPEngineUnsupported("init='one' with a target logit of exactly 0")
-                onehot = onehot / sel
-            grads = torch.autograd.grad(out, probes, grad_outputs=onehot, create_graph=create_graph,
+            # zennit's output relevance; with create_graph the logit's own parameter dependence counts too
+            start = onehot * (logits if create_graph else logits.detach()) if init == "logit" else onehot
+            grads = torch.autograd.grad(out, probes, grad_outputs=start, create_graph=create_graph,
                                         allow_unused=True)
-        rel = sum(p.detach() * g for p, g in zip(probes, grads) if g is not None)
+        used = [g for g in grads if g is not None]
+        rel = sum(used[1:], used[0]) if used else torch.zeros_like(x)
         return rel.sum(1) if pool == "sum" else rel
+
+
+def _is_stochastic_depth(fn) -> bool:
+    from torchvision.ops import stochastic_depth
+
+    return fn is stochastic_depth
+
+
+def _method(name: str):
+    """``Tensor.<name>`` as a function of the tensor and the call's other arguments."""
+    attr = getattr(torch.Tensor, name)
+
+    def call(t, *args, **kwargs):
+        return attr(t, *args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def _template_call(fn, tmpl_args: tuple, tmpl_kwargs: dict):
+    """``fn`` applied to one tensor with the call's other (constant) arguments."""
+
+    def call(t):
+        return fn(t, *tmpl_args[1:], **tmpl_kwargs)
+
+    return call
 
 
 def prepare_lrp(model: nn.Module, composite: str = "EpsilonPlusFlat", canonizers: str | None = "auto",

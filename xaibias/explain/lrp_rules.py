@@ -1,23 +1,28 @@
 """Rules of the prepared LRP engine (:mod:`xaibias.explain.lrp_engine`), written as modified forwards.
 
-The engine propagates ``s = R / a`` backwards with autograd, where ``R`` is the relevance and ``a``
-the activation of a layer's input. For a linear layer (``Linear`` or ``Conv2d``, batch norm folded
-in) every zennit rule has the form
+The engine back-propagates zennit's own quantity with autograd: the "gradient" ``G`` at a tensor
+is what zennit's hooked backward pass holds there (at the output of a layer with a rule it is that
+layer's relevance; at the input it is the input relevance). Between layers with rules zennit lets
+the ordinary gradient flow (max-pooling, reshapes, concatenations, multiplications, functional
+activations), and so does the engine; modules with the ``Pass`` rule (activations, and DenseNet's
+batch norms after concatenations) hand ``G`` over unchanged (:class:`PassThrough`).
 
-    R_in = sum_g coef_g * sum_t m_t(a) * J_t^T (R_out / stabilize(z_g))
+For a linear layer (``Linear`` or ``Conv2d``, batch norm folded in) every zennit rule has the form
+
+    G_in = a * sum_g coef_g * sum_t J_t^T (G_out / stabilize(z_g))
 
 with "groups" ``z_g`` (one for most rules, two for alpha-beta), each a sum of terms
 ``z_t = lin(m_t(a), W_t, b_t)`` with an input modifier ``m_t`` (identity, positive or negative part).
-Because ``R_out = y * s_out`` (``y`` the layer's output), ``s_in = sum_g dz_g/da^T (s_out * ratio_g)``
-with ``ratio_g = coef_g * k * y / stabilize(z_g)``: the gradient of ``z_g`` scaled by a per-output
-ratio. :class:`Relay` is that step (its value is the normal output ``y``), so one autograd backward
-through ``Relay`` nodes computes LRP. ``k`` is the scale of the emptied batch norm that zennit's
-``MergeBatchNorm`` leaves behind (``1 / sqrt(1 + eps)``).
+The engine writes it as a modified forward: ``a`` passes :class:`Relay` with multiplier ``a``
+(the final ``a *``), then the groups ``z_g`` are computed from it, and a :class:`Relay` whose value
+is the layer's normal output sends ``G_out * coef_g * k / stabilize(z_g)`` to each ``z_g``. One
+autograd backward through these nodes computes LRP. ``k`` is the scale of the emptied batch norm
+that zennit's ``MergeBatchNorm`` leaves behind (``1 / sqrt(1 + eps)``; 1 for the DenseNet merge,
+which sets its ``eps`` to 0).
 
-Each rule here returns the groups for an input ``a``; the numbers follow zennit 0.4/0.5 exactly
-(same stabiliser ``z + ((z == 0) + sign(z)) * eps``, same bias handling), and the first-layer rules
-that do not multiply by the input (``Flat``) or add box terms (``ZBox``) take their own inputs
-("probes") whose gradients are the relevance.
+The numbers follow zennit 0.4/0.5 exactly (same stabiliser ``z + ((z == 0) + sign(z)) * eps``,
+same bias handling); the first-layer rules that do not multiply by the input (``Flat``) or add box
+terms (``ZBox``) take their own inputs ("probes") whose gradients are the relevance.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["stabilize", "ratio", "Relay", "LinearRule", "EpsilonRule", "GammaRule", "ZPlusRule", "AlphaBetaRule",
+__all__ = ["stabilize", "inverse", "Relay", "PassThrough", "LinearRule", "EpsilonRule", "GammaRule", "ZPlusRule", "AlphaBetaRule",
            "FlatRule", "ZBoxRule", "STABILIZER"]
 
 STABILIZER = 1e-6  # zennit's default stabiliser
@@ -44,14 +49,13 @@ def stabilize(z: torch.Tensor, epsilon: float = STABILIZER, positive: bool = Fal
     return z + ((z == 0).to(z) + z.sign()) * epsilon
 
 
-def ratio(value: torch.Tensor, z: torch.Tensor, epsilon: float, scale: float, positive: bool,
-          inplace: bool) -> torch.Tensor:
-    """``scale * value / stabilize(z, epsilon)``; ``inplace`` reuses the denominator's memory (no graph)."""
+def inverse(z: torch.Tensor, epsilon: float, scale: float, positive: bool, inplace: bool) -> torch.Tensor:
+    """``scale / stabilize(z, epsilon)``; ``inplace`` (no graph) reuses the denominator's memory."""
     den = stabilize(z, epsilon, positive)
     if inplace:
-        out = torch.div(value, den, out=den)
+        out = den.reciprocal_()
         return out.mul_(scale) if scale != 1.0 else out
-    out = value / den
+    out = den.reciprocal()
     return out * scale if scale != 1.0 else out
 
 
@@ -74,6 +78,19 @@ class Relay(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         ratios = ctx.saved_tensors
         return (None, *(grad * r for r in ratios), *(None,) * ctx.m)
+
+
+class PassThrough(torch.autograd.Function):
+    """``PassThrough(value, source)``: returns ``value``; the gradient goes to ``source`` unchanged
+    (zennit's ``Pass`` rule; ``value`` and ``source`` have the same shape)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, source: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return None, grad
 
 
 class LinearRule:
