@@ -8,8 +8,14 @@ import torch
 from torch import nn
 
 import xaibias as xb
-from xaibias.mitigation import prepare, rrr_penalty
-from xaibias.mitigation.methods import OPTIONS, balanced_indices, make_augment, make_rrr_hook
+from xaibias.mitigation import attention_penalty, prepare, rrr_lrp_penalty, rrr_penalty
+from xaibias.mitigation.methods import (
+    OPTIONS,
+    balanced_indices,
+    make_augment,
+    make_rrr_hook,
+    make_rrr_lrp_hook,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,8 @@ def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
 
 
 def test_methods_constant():
-    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr", "pclarc", "aclarc", "rrclarc", "dfr")
+    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr", "rrr_lrp", "attention",
+                                         "pclarc", "aclarc", "rrclarc", "dfr")
     assert set(OPTIONS) == set(xb.mitigation.CORRECTIONS)
 
 
@@ -277,6 +284,167 @@ def test_fit_or_load_caches_per_correction(biased):
 
 
 # --------------------------------------------------------------------------------------------------
+# rrr_lrp
+
+
+def _tiny(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).to(dtype)
+
+
+def _share(R, masks):
+    r2 = R.pow(2).flatten(1)
+    return (r2 * masks.flatten(1)).sum(1) / r2.sum(1)
+
+
+def test_rrr_lrp_penalty_equals_the_squared_relevance_share_of_the_engine():
+    model = _tiny()
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0])
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[:, :2] = True
+    masks[2] = False  # no artifact: adds nothing, but still counts in B
+    R = xb.explain.prepare_lrp(model, "EpsilonPlus")(x, target=y)
+    expected = 3.0 * _share(R, masks)[[0, 1, 3]].sum() / 4
+    got = rrr_lrp_penalty(model, x, masks, y=y, lam=3.0, composite="EpsilonPlus")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+    # empty masks: exactly zero, and lam = 0 switches it off
+    assert rrr_lrp_penalty(model, x, torch.zeros_like(masks), y=y).item() == 0.0
+    assert rrr_lrp_penalty(model, x, masks, y=y, lam=0.0).item() == 0.0
+    # y=None explains the predicted classes
+    pred = model(x).argmax(1)
+    assert rrr_lrp_penalty(model, x, masks, lam=3.0, composite="EpsilonPlus").item() == pytest.approx(
+        rrr_lrp_penalty(model, x, masks, y=pred, lam=3.0, composite="EpsilonPlus").item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("composite", ["EpsilonPlus", "EpsilonPlusFlat"])
+def test_rrr_lrp_penalty_gradient_matches_finite_differences(composite):
+    # training goes through the map: d penalty / d parameters from autograd equals the central
+    # difference of the penalty along random directions in parameter space (float64)
+    model = _tiny(seed=1)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([1, 0, 1])
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[:, :, :3] = True
+    params = list(model.parameters())
+    pen = rrr_lrp_penalty(model, x, masks, y=y, lam=2.0, composite=composite)
+    grads = torch.autograd.grad(pen, params)
+    assert all(g.abs().sum() > 0 for g in grads[-2:])  # the last layer's weight and bias get a gradient
+    gen = torch.Generator().manual_seed(3)
+    h = 1e-6
+    for _ in range(3):
+        dirs = [torch.randn(p.shape, dtype=p.dtype, generator=gen) for p in params]
+        analytic = sum((g * d).sum() for g, d in zip(grads, dirs)).item()
+        with torch.no_grad():
+            for p, d in zip(params, dirs):
+                p.add_(h * d)
+            up = rrr_lrp_penalty(model, x, masks, y=y, lam=2.0, composite=composite, create_graph=False).item()
+            for p, d in zip(params, dirs):
+                p.sub_(2 * h * d)
+            down = rrr_lrp_penalty(model, x, masks, y=y, lam=2.0, composite=composite, create_graph=False).item()
+            for p, d in zip(params, dirs):
+                p.add_(h * d)
+        assert analytic == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+
+
+def test_rrr_lrp_lowers_the_relevance_inside_the_mask_on_a_planted_problem():
+    # class 1 is marked twice: a bright left border (the artifact, in the mask) and a bright centre
+    # block. A model trained on the cross-entropy alone puts relevance on the border; with the
+    # penalty, the same training from the same start puts much less there.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8, generator=g) * 0.3
+    y = torch.arange(64) % 2
+    x[y == 1, :, :, :2] += 0.7
+    x[y == 1, :, 3:5, 3:5] += 0.7
+    masks = torch.zeros(64, 8, 8, dtype=torch.bool)
+    masks[:, :, :2] = True
+
+    def train(lam):
+        model = _tiny(torch.float32, seed=4)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            loss = nn.functional.cross_entropy(model(x), y) + rrr_lrp_penalty(model, x, masks, y=y, lam=lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        R = xb.explain.prepare_lrp(model, "EpsilonPlusFlat")(x, target=y)
+        acc = (model(x).argmax(1) == y).float().mean().item()
+        return _share(R, masks).mean().item(), acc
+
+    plain, plain_acc = train(0.0)
+    penalised, pen_acc = train(10.0)
+    assert plain > 0.3  # the planted border is used (it covers 25 % of the pixels)
+    assert penalised < plain / 3
+    assert plain_acc == 1.0 and pen_acc == 1.0  # the centre block suffices
+
+
+def test_rrr_lrp_hook_prepares_once_and_falls_back_with_a_warning():
+    model = _tiny(torch.float32)
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[2:, :2] = True
+    hook = make_rrr_lrp_hook(masks, lam=1.0, composite="EpsilonPlus")
+    x, y = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    assert hook(model, x, y, torch.tensor([0, 1])).item() == 0.0
+    got = hook(model, x, y, torch.tensor([2, 3]))
+    assert got.item() == pytest.approx(rrr_lrp_penalty(model, x, masks[2:], y=y, lam=1.0, composite="EpsilonPlus").item())
+    # a model the engine cannot explain (tanh): one warning, then rrr's gradient penalty
+    other = CentreOnly()
+    centre = torch.zeros(2, 32, 32, dtype=torch.bool)
+    centre[:, 8:24, 8:24] = True
+    hook = make_rrr_lrp_hook(centre, lam=2.0)
+    xb32 = torch.rand(2, 3, 32, 32)
+    with pytest.warns(UserWarning, match="cannot explain CentreOnly.*gradient penalty of 'rrr'"):
+        got = hook(other, xb32, y, torch.tensor([0, 1]))
+    assert got.item() == pytest.approx(rrr_penalty(other, xb32, centre, lam=2.0).item())
+
+
+# --------------------------------------------------------------------------------------------------
+# attention
+
+
+class FirstChannelGate(nn.Module):
+    """The gate is the image's first channel on a grid of 2x2 cells (its top-left pixels)."""
+
+    def attention(self, x, upsample=True):
+        return x[:, 0, ::2, ::2]
+
+
+def test_attention_penalty_is_the_mean_gate_over_the_mask_area():
+    gate = torch.tensor([[[0.2, 0.4], [0.6, 0.8]], [[1.0, 1.0], [1.0, 1.0]], [[0.5, 0.5], [0.5, 0.5]]])
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True      # the whole top-left cell: mean gate 0.2
+    masks[0, 2, 3] = True        # a quarter of the bottom-right cell (0.8)
+    masks[1] = False             # no artifact: adds nothing
+    masks[2, 0, 0] = True        # one pixel: 0.5
+    x = torch.rand(3, 3, 4, 4)
+    x[:, 0] = gate.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    expected = ((0.2 * 1 + 0.8 * 0.25) / 1.25 + 0.5) / 3 * 4.0
+    got = attention_penalty(FirstChannelGate(), x, masks, lam=4.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert attention_penalty(FirstChannelGate(), x, torch.zeros_like(masks)).item() == 0.0
+
+
+def test_attention_training_closes_the_gate_on_the_frame(biased):
+    small = biased.subset(np.arange(96))
+    framed = torch.from_numpy(np.flatnonzero(small.artifacts["frame"].to_numpy()))
+    kw = dict(epochs=4, batch_size=16, lr=1e-2, progress=False, device="cpu", cache=False)
+
+    def gate_on_frame(model):
+        with torch.no_grad():
+            att = model.attention(small.images[framed])
+        m = small.masks["frame"][framed].float()
+        return ((att * m).flatten(1).sum(1) / m.flatten(1).sum(1)).mean().item()
+
+    plain = xb.mitigation.fit_or_load("small_vgg_attention", small, None, **kw)
+    closed = xb.mitigation.fit_or_load("small_vgg_attention", small, "attention", {"lam": 10.0}, **kw)
+    assert gate_on_frame(closed) < gate_on_frame(plain) - 0.2
+    with pytest.raises(ValueError, match="needs a model with an attention gate, e.g. 'small_vgg_attention'; "
+                                         "'small_vgg' has none"):
+        xb.mitigation.fit_or_load("small_vgg", small, "attention", **kw)
+
+
+# --------------------------------------------------------------------------------------------------
 # bad inputs
 
 
@@ -322,6 +490,23 @@ def test_bad_inputs_give_clear_errors(biased):
         rrr_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 16, 16, dtype=torch.bool))
     with pytest.raises(ValueError, match="grad_of='target_logit' needs the true classes y"):
         rrr_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool), grad_of="target_logit")
+    with pytest.raises(ValueError, match=r"composite must be one of the prepared LRP engine's .*got 'Gradient'"):
+        prepare("rrr_lrp", biased, composite="Gradient")
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0; got -2"):
+        prepare("rrr_lrp", biased, lam=-2)
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0; got nan"):
+        prepare("attention", biased, lrp_lam=float("nan"))
+    with pytest.raises(ValueError, match="'rrr_lrp' needs a training set with .masks"):
+        prepare("rrr_lrp", NoMasks())
+    with pytest.raises(ValueError, match=r"rrr_lrp_penalty: masks must be bool \(B,H,W\)"):
+        rrr_lrp_penalty(_tiny(), torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.ones(2, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="rrr_lrp_penalty: x must be a float tensor"):
+        rrr_lrp_penalty(_tiny(), torch.ones(2, 8, 8), torch.ones(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pass engine=None or prepare_lrp"):
+        rrr_lrp_penalty(_tiny(), torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.ones(2, 8, 8, dtype=torch.bool),
+                        engine=xb.explain.prepare_lrp(_tiny()))
+    with pytest.raises(ValueError, match="needs a model with an attention"):
+        attention_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool))
     # through fit_or_load the same messages reach the user
     with pytest.raises(ValueError, match="unknown mitigation"):
         xb.mitigation.fit_or_load("small_vgg", biased, "nope", epochs=1, cache=False, progress=False)

@@ -163,3 +163,34 @@ def test_readme_example_learns_the_frame():
     framed, _ = xb.data.insert_artifact(benign.images, "frame", seed=0)
     shift = (xb.models.predict_proba(model, framed)[:, 1] - xb.models.predict_proba(model, benign.images)[:, 1]).mean()
     assert shift >= 0.25, f"a pasted frame moved P(malignant) by only {shift:.3f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# small_vgg_attention
+
+
+def test_attention_model_gate_starts_uniform_and_gates_the_features():
+    m = models.make_model("small_vgg_attention")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        att, cells = m.attention(x), m.attention(x, upsample=False)
+        # zero-initialised 1x1 gate: sigmoid(0) = 0.5 at every cell
+        assert cells.shape == (3, 8, 8) and torch.all(cells == 0.5)
+        assert att.shape == (3, 32, 32)
+        # by hand: the forward is the gated features through the rest of the network
+        h = m.features(x)
+        gate = torch.sigmoid(m.gate(h))
+        expected = m.classifier(m.avgpool(m.deep(h * gate)))
+        assert torch.allclose(m(x), expected)
+        # a trained-looking gate: each upsampled pixel carries the value of its 4x4 cell
+        torch.nn.init.normal_(m.gate.weight, std=0.5)
+        cells, att = m.attention(x, upsample=False), m.attention(x)
+        assert torch.equal(att, cells.repeat_interleave(4, 1).repeat_interleave(4, 2))
+        assert float(cells.min()) >= 0 and float(cells.max()) <= 1 and cells.std() > 0
+        # a closed gate (sigmoid(-60) ~ 1e-26) silences the features: every image gets the same logits
+        torch.nn.init.zeros_(m.gate.weight)
+        torch.nn.init.constant_(m.gate.bias, -60.0)
+        out = m(x)
+        assert torch.allclose(out, out[:1].expand_as(out), atol=1e-6)
+    with pytest.raises(ValueError, match=r"attention\(x\) needs images \(N,3,H,W\)"):
+        m.attention(torch.rand(3, 32, 32))

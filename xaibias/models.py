@@ -1,6 +1,6 @@
 """Model zoo, training with progress bars, cached ``fit_or_load``, prediction and evaluation.
 
-Small models (``small_vgg``, ``small_resnet``, ``small_densenet``, ``small_efficientnet``,
+Small models (``small_vgg``, ``small_vgg_attention`` (with a learned spatial attention gate), ``small_resnet``, ``small_densenet``, ``small_efficientnet``,
 ``small_mobilenet``) train in seconds on a CPU on 64 px images; the torchvision models (``vgg16``,
 ``resnet50``, ``densenet121``, ``efficientnet_b0``, ``mobilenet_v2``) are the paper-scale choices
 for a GPU. All are adapted to the class count; the small ones also to small inputs (no aggressive
@@ -87,6 +87,59 @@ class SmallVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(self.features(x)))
+
+
+class SmallVGGAttention(nn.Module):
+    """:class:`SmallVGG` with a learned spatial attention gate after its second stage.
+
+    ``features`` (stages 1-2, down to H/4) -> ``h * sigmoid(gate(h))`` -> ``deep`` (stage 3) ->
+    ``avgpool`` -> ``classifier``, the layers of :class:`SmallVGG` (``width`` w: channels w, 2w, 4w).
+    ``gate`` is a 1x1 convolution from the 2w channels to one map; its weights start at zero, so the
+    untrained gate is 0.5 everywhere. :meth:`attention` returns the gate, which is itself an
+    explanation (where the model lets features through) and can be trained with a penalty inside
+    artifact masks (:mod:`xaibias.mitigation`, ``"attention"``).
+    """
+
+    def __init__(self, num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> None:
+        super().__init__()
+        w = width
+        stages: list[list[nn.Module]] = []
+        cin = 3
+        for stage, cout in enumerate((w, 2 * w, 4 * w)):
+            layers: list[nn.Module] = []
+            for rep in range(1 if stage == 0 else 2):
+                layers += [nn.Conv2d(cin if rep == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2))
+            stages.append(layers)
+            cin = cout
+        self.features = nn.Sequential(*stages[0], *stages[1])
+        self.gate = nn.Conv2d(2 * w, 1, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+        self.deep = nn.Sequential(*stages[2])
+        self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * w * 16, 64),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        h = h * torch.sigmoid(self.gate(h))
+        return self.classifier(self.avgpool(self.deep(h)))
+
+    def attention(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        """The gate ``sigmoid(gate(features(x)))``, in [0,1]: (N,H,W) (nearest-neighbour upsampled to the
+        input, each pixel its cell's value) or, with ``upsample=False``, (N,H/4,W/4). Differentiable."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"attention(x) needs images (N,3,H,W); got {describe(x)}")
+        gate = torch.sigmoid(self.gate(self.features(x)))[:, 0]
+        if upsample:
+            gate = F.interpolate(gate[:, None], size=x.shape[-2:], mode="nearest")[:, 0]
+        return gate
 
 
 class SmallResNet(nn.Module):
@@ -184,6 +237,7 @@ def _torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
 
 _BUILDERS: dict[str, Callable[[int, bool], nn.Module]] = {
     "small_vgg": lambda c, p: SmallVGG(c),
+    "small_vgg_attention": lambda c, p: SmallVGGAttention(c),
     "small_resnet": lambda c, p: SmallResNet(c),
     "small_densenet": lambda c, p: _small_densenet(c),
     "small_efficientnet": lambda c, p: _small_efficientnet(c),

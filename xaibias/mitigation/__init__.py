@@ -1,8 +1,10 @@
-"""Bias mitigation: ``CORRECTIONS == ("resample", "augment", "rrr", "pclarc", "aclarc", "rrclarc", "dfr")``.
+"""Bias mitigation: ``CORRECTIONS == ("resample", "augment", "rrr", "rrr_lrp", "attention", "pclarc", "aclarc", "rrclarc", "dfr")``.
 
 Train with ``xaibias.mitigation.fit_or_load(name, train_set, method, options, epochs=..., ...)``.
-The first three change the training (``"resample"``: the data, ``"augment"``: every batch,
-``"rrr"``: the loss): for them it prepares the data and training hooks and calls
+The first five change the training (``"resample"``: the data, ``"augment"``: every batch,
+``"rrr"``: the loss, with the input gradient in the artifact masks; ``"rrr_lrp"``: the loss, with
+the LRP relevance in the masks, trained through the map; ``"attention"``: the loss, with the
+attention gate of ``"small_vgg_attention"`` in the masks): for them it prepares the data and training hooks and calls
 :func:`xaibias.models.fit_or_load`. The other four correct a trained (cached) uncorrected model with
 the artifacts' concept activation vectors or group labels (:mod:`xaibias.mitigation.clarc`):
 ``"pclarc"`` projects the CAV directions out at inference, ``"aclarc"`` fine-tunes with the artifact
@@ -10,6 +12,6 @@ added along the CAV, ``"rrclarc"`` fine-tunes with a penalty on the output gradi
 and ``"dfr"`` refits the last layer on a group-balanced set.
 """
 
-from .methods import CORRECTIONS, fit_or_load, prepare, rrr_penalty
+from .methods import CORRECTIONS, attention_penalty, fit_or_load, prepare, rrr_lrp_penalty, rrr_penalty
 
-__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "rrr_penalty"]
+__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "rrr_penalty", "rrr_lrp_penalty", "attention_penalty"]
