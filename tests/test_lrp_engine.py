@@ -41,7 +41,7 @@ def x64():
     return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=F64)
 
 
-@pytest.mark.parametrize("name", ["small_vgg", "small_resnet"])
+@pytest.mark.parametrize("name", ["small_vgg", "small_resnet", "small_densenet", "small_efficientnet", "small_mobilenet"])
 @pytest.mark.parametrize("composite", ENGINE_COMPOSITES)
 def test_equals_zennit_float64(x64, name, composite):
     m = _zoo(name)
@@ -56,7 +56,7 @@ def test_equals_zennit_float64(x64, name, composite):
     assert _rel_err(engine(x64), _lrp(m, x64, None, composite=composite, engine="zennit").sum(1)) <= 1e-10
 
 
-@pytest.mark.parametrize("name", ["small_vgg", "small_resnet"])
+@pytest.mark.parametrize("name", ["small_vgg", "small_resnet", "small_densenet", "small_efficientnet"])
 def test_attribute_float32_engines_agree(name):
     m = _zoo(name, torch.float32)
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
@@ -67,6 +67,48 @@ def test_attribute_float32_engines_agree(name):
         assert _rel_err(ours[init], ref) <= 1e-5
     # the default engine="auto" is the prepared one here
     assert torch.equal(attribute(m, x, method="lrp", batch_size=2), ours["logit"])
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    if name == "mobilenet_v3_small":  # not in the zoo; Hardswish, Hardsigmoid and squeeze-and-excitation
+        m = torchvision.models.mobilenet_v3_small(num_classes=3)
+    else:
+        m = xb.models.make_model(name, num_classes=3, seed=0)
+    if name == "vgg16":  # torchvision's VGG16 with a narrow classifier (4096 units are 800 MB in float64)
+        m.classifier[0], m.classifier[3], m.classifier[6] = nn.Linear(25088, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+    return _randomize_bn(m).eval().to(F64)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v2",
+                                  "mobilenet_v3_small"])
+def test_torchvision_architectures_equal_zennit_float64(name):
+    """Random-weight torchvision networks (no download): ReLU(inplace), Bottleneck, DenseNet's concatenations
+    and head, MBConv with squeeze-and-excitation and stochastic depth, inverted residuals, ReLU6, Hardswish."""
+    m = _torchvision(name)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(10), dtype=F64)
+    target = torch.tensor([2, 1])
+    for composite in ("EpsilonPlusFlat", "EpsilonGammaBox"):
+        ref = _lrp(m, x, target, composite=composite, engine="zennit")
+        assert ref.abs().max() > 0
+        assert _rel_err(prepare_lrp(m, composite)(x, target, pool=None), ref) <= 1e-10
+        # attribute(engine="auto") runs the prepared engine on it
+        assert torch.equal(_lrp(m, x, target, composite=composite),
+                           _lrp(m, x, target, composite=composite, engine="prepared"))
+
+
+def test_densenet_checkpointing_and_train_mode_are_left_as_they_were():
+    m = _zoo("small_densenet")
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(11), dtype=F64)
+    ref = prepare_lrp(m, "EpsilonPlusFlat")(x, 1)
+    layers = [mod for mod in m.modules() if type(mod).__name__ == "_DenseLayer"]
+    for layer in layers:  # torch.utils.checkpoint inside the forward cannot be traced; it computes the same
+        layer.memory_efficient = True
+    m.train()
+    engine = prepare_lrp(m, "EpsilonPlusFlat")
+    assert all(layer.memory_efficient for layer in layers) and all(mod.training for mod in m.modules())
+    assert _rel_err(engine(x, 1), ref) <= 1e-12
 
 
 def _tiny_vgg() -> nn.Module:
