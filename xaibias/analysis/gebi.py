@@ -36,6 +36,8 @@ import pandas as pd
 import torch
 
 from .._checks import as_images, as_relevance, check_same_n
+from ._chunked import as_source, is_chunked
+from ._neighbors import APPROX_MIN_N
 from .agreement import agreement_baselines, as_artifact_frame, cluster_agreement
 from .spray import Reducer, SpectralBase, SpRAy
 
@@ -70,12 +72,12 @@ class GEBI(SpectralBase):
         Reduction of each part (default PCA; Isomap is dense N x N, small N only).
     relevance_components, image_components : int
         Components kept per part (default 32 and 32).
-    n_eigenvalues, affinity, embedding_2d, n_init, random_state
+    n_eigenvalues, affinity, embedding_2d, n_init, random_state, neighbors, large_n
         As in :class:`xaibias.analysis.SpRAy`.
 
     Attributes
     ----------
-    labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_
+    labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_, knn_method_, knn_recall_
         As in :class:`xaibias.analysis.SpRAy`; ``features_`` holds the weighted concatenation
         (first ``relevance_components`` columns relevance, then the image part).
     """
@@ -85,7 +87,7 @@ class GEBI(SpectralBase):
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
                  relevance_components: int = 32, image_components: int = 32, n_eigenvalues: int = 32,
                  affinity: str = "connectivity", embedding_2d: str | None = "spectral", n_init: int = 10,
-                 random_state: int | None = 0) -> None:
+                 random_state: int | None = 0, neighbors: str = "auto", large_n: int = APPROX_MIN_N) -> None:
         self.n_clusters = n_clusters
         self.image_weight = image_weight
         self.relevance_weight = relevance_weight
@@ -102,6 +104,8 @@ class GEBI(SpectralBase):
         self.embedding_2d = embedding_2d
         self.n_init = n_init
         self.random_state = random_state
+        self.neighbors = neighbors
+        self.large_n = large_n
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -129,8 +133,8 @@ class GEBI(SpectralBase):
                 "GEBI needs the input images as well as the relevance maps: call "
                 f"{'fit' if fitting else 'predict'}(relevance, images) with images (N,3,H,W) in [0,1]"
             )
-        R = as_relevance(relevance, "relevance")
-        X = as_images(images, "images")
+        R = as_source(relevance, "relevance", "relevance") if is_chunked(relevance) else as_relevance(relevance, "relevance")
+        X = as_source(images, "images", "images") if is_chunked(images) else as_images(images, "images")
         check_same_n(relevance=R, images=X)
         if fitting:
             self.__dict__.pop("_reducers", None)

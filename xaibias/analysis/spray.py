@@ -15,6 +15,23 @@ ARPACK (:func:`scipy.sparse.linalg.eigsh`). Nothing of size N x N is ever formed
 eigensolver for N <= 1,000 maps where it is faster and more robust than ARPACK (8 MB at most).
 20,000 maps of 32 x 32 take a few seconds and well under 1 GB.
 
+At archive scale (issue 19; numbers in benchmarks/README.md, clustering section):
+
+- *Chunked input.* ``fit``/``predict``/``transform`` also take an ``h5py.Dataset`` (for example
+  ``f["attribution"]`` as :func:`xaibias.explain.attribute_dataset` writes it), a ``numpy.memmap``
+  or any array-like with ``.shape`` that slices along axis 0. It is read in chunks of about 64 MB
+  (:mod:`xaibias.analysis._chunked`); the PCA basis is fitted on the same seeded sample of 5,000 maps
+  the in-memory path uses, then every chunk is downsized, normalised and projected, so only the
+  reduced features (N x ``n_components``) are held. Labels equal those of in-memory input.
+  Sample-based PCA was kept over :class:`~sklearn.decomposition.IncrementalPCA` because it reads the
+  file once (plus the sample) where IncrementalPCA needs a fitting pass and a transform pass, and it
+  keeps the in-memory results.
+- *Approximate neighbours* from ``large_n`` maps on (default 50,000): a faiss IVF index
+  (:mod:`xaibias.analysis._neighbors`); below it the exact scikit-learn search as before. The
+  recall of the approximate graph against exact search on 500 sampled maps is ``knn_recall_``.
+- *Mini-batch k-means* on the spectral embedding from ``large_n`` maps on (3 initialisations,
+  batches of 8,192 rows) instead of ``n_init`` full k-means runs.
+
 The private :class:`SpectralBase` holds everything; :class:`SpRAy` feeds it one part (the
 relevance), :class:`xaibias.analysis.GEBI` two weighted parts (relevance and input image).
 
@@ -36,11 +53,12 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from sklearn.base import BaseEstimator
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 
 from .._checks import as_relevance, check_same_n, describe
+from ._chunked import ChunkSource, as_source, is_chunked
+from ._neighbors import APPROX_MIN_N, KNN, sampled_recall
 
 __all__ = ["SpRAy", "downsize", "eigengap"]
 
@@ -48,6 +66,7 @@ _NORMALIZE = ("l2", "max", "sum", None)
 _REDUCTIONS = ("pca", "isomap", "none")
 _AFFINITIES = ("connectivity", "heat")
 _EMBED_2D = ("spectral", "tsne", None)
+_NEIGHBORS = ("auto", "exact", "approx")
 _DENSE_EIG_MAX_N = 1000  # below this a dense eigensolver is faster and more robust than ARPACK
 _PCA_FIT_SAMPLES = 5000  # the PCA basis is fitted on at most this many maps (then applied to all)
 _CHUNK = 2048  # maps resized per step, bounds the temporary memory
@@ -76,7 +95,9 @@ def downsize(x: torch.Tensor, size: int, chunk: int = _CHUNK) -> np.ndarray:
     out = np.empty((n, c * size * size), dtype=np.float32)
     for i in range(0, n, chunk):
         part = x4[i : i + chunk].float()
-        if h >= size and w >= size:
+        if h == size and w == size:  # already the size: area averaging would copy each pixel unchanged
+            pass
+        elif h >= size and w >= size:
             part = F.adaptive_avg_pool2d(part, size)
         else:
             part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False)
@@ -84,7 +105,7 @@ def downsize(x: torch.Tensor, size: int, chunk: int = _CHUNK) -> np.ndarray:
     return out
 
 
-def _normalize_rows(X: np.ndarray, how: str | None, name: str) -> np.ndarray:
+def _normalize_rows(X: np.ndarray, how: str | None, name: str, offset: int = 0) -> np.ndarray:
     if how is None:
         return X
     if how == "l2":
@@ -93,7 +114,7 @@ def _normalize_rows(X: np.ndarray, how: str | None, name: str) -> np.ndarray:
         s = np.abs(X).max(axis=1)
     else:  # "sum"
         s = np.abs(X).sum(axis=1)
-    zero = np.flatnonzero(s == 0)
+    zero = np.flatnonzero(s == 0) + offset
     if len(zero):
         raise ValueError(
             f"{name} has all-zero map(s) at index {zero[:10].tolist()}{' ...' if len(zero) > 10 else ''} "
@@ -143,38 +164,101 @@ class Reducer:
         self.name, self.size, self.normalize, self.absolute = name, size, normalize, absolute
         self.reduction, self.n_components, self.random_state = reduction, n_components, random_state
 
-    def _prepare(self, x: torch.Tensor) -> np.ndarray:
+    def _prepare(self, x: torch.Tensor, offset: int = 0) -> np.ndarray:
         X = downsize(x, self.size)
         if self.absolute:
             np.abs(X, out=X)
-        return _normalize_rows(X, self.normalize, self.name)
+        return _normalize_rows(X, self.normalize, self.name, offset)
 
-    def fit_transform(self, x: torch.Tensor) -> np.ndarray:
-        X = self._prepare(x)
-        n, d = X.shape
-        if self.reduction == "pca" and self.n_components is not None and self.n_components < min(n, d):
-            rng = np.random.default_rng(self.random_state)
-            fit_rows = np.sort(rng.choice(n, _PCA_FIT_SAMPLES, replace=False)) if n > _PCA_FIT_SAMPLES else slice(None)
-            self.model_ = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state)
-            self.model_.fit(X[fit_rows])
-            Z = self.model_.transform(X).astype(np.float32, copy=False)
-        elif self.reduction == "isomap":
-            from sklearn.manifold import Isomap  # dense geodesic distances: only for small N
+    def _pca_sample(self, n: int) -> np.ndarray | slice:
+        """Rows the PCA basis is fitted on: all, or a seeded sorted sample of ``_PCA_FIT_SAMPLES``."""
+        rng = np.random.default_rng(self.random_state)
+        return np.sort(rng.choice(n, _PCA_FIT_SAMPLES, replace=False)) if n > _PCA_FIT_SAMPLES else slice(None)
 
-            k = min(self.n_components or 2, d, n - 1)
-            self.model_ = Isomap(n_components=k, n_neighbors=min(10, n - 1))
-            Z = self.model_.fit_transform(X).astype(np.float32, copy=False)
-        else:  # "none", or PCA with at least as many components as dimensions: centre only
-            self.model_ = None
-            self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-            Z = X - self.mean_
+    def _uses_pca(self, n: int, d: int) -> bool:
+        return self.reduction == "pca" and self.n_components is not None and self.n_components < min(n, d)
+
+    def _finish_fit(self, Z: np.ndarray) -> np.ndarray:
         total = float(np.sum(np.var(Z, axis=0, dtype=np.float64)))
         self.scale_ = 1.0 / np.sqrt(total) if total > 0 else 1.0
         Z *= np.float32(self.scale_)
         return Z
 
-    def transform(self, x: torch.Tensor) -> np.ndarray:
+    def fit_transform(self, x: torch.Tensor | ChunkSource) -> np.ndarray:
+        if isinstance(x, ChunkSource):
+            return self._fit_transform_chunked(x)
         X = self._prepare(x)
+        n, d = X.shape
+        if self._uses_pca(n, d):
+            fit_rows = self._pca_sample(n)
+            self.model_ = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state)
+            self.model_.fit(X[fit_rows])
+            Z = self.model_.transform(X).astype(np.float32, copy=False)
+        else:
+            Z = self._fit_small(X)
+        return self._finish_fit(Z)
+
+    def _fit_small(self, X: np.ndarray) -> np.ndarray:
+        """Isomap, or centring only ("none", or PCA with at least as many components as dimensions)."""
+        n, d = X.shape
+        if self.reduction == "isomap":
+            from sklearn.manifold import Isomap  # dense geodesic distances: only for small N
+
+            k = min(self.n_components or 2, d, n - 1)
+            self.model_ = Isomap(n_components=k, n_neighbors=min(10, n - 1))
+            return self.model_.fit_transform(X).astype(np.float32, copy=False)
+        self.model_ = None
+        self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        return X - self.mean_
+
+    def _fit_transform_chunked(self, src: ChunkSource) -> np.ndarray:
+        """Out-of-core fit: the PCA basis from a seeded sample of rows, then one pass that reduces each chunk.
+
+        Only the sample (5,000 maps) and one chunk are held at full size. The sample is the one the
+        in-memory path draws, so both give the same basis. Without PCA the downsized maps are
+        gathered chunk by chunk (N x size**2 floats) and reduced as in memory.
+        """
+        n = len(src)
+        first = self._prepare(src.read(0, 1))
+        d = first.shape[1]
+        if not self._uses_pca(n, d):
+            X = np.empty((n, d), dtype=np.float32)
+            for start, stop, t in src.chunks():
+                X[start:stop] = self._prepare(t, offset=start)
+            return self._finish_fit(self._fit_small(X))
+        fit_rows = self._pca_sample(n)
+        rows = np.arange(n) if isinstance(fit_rows, slice) else fit_rows
+        self.model_ = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state)
+        self.model_.fit(self._prepare_rows(src, rows))
+        Z = np.empty((n, self.model_.n_components_), dtype=np.float32)
+        for start, stop, t in src.chunks():
+            Z[start:stop] = self.model_.transform(self._prepare(t, offset=start))
+        return self._finish_fit(Z)
+
+    def _prepare_rows(self, src: ChunkSource, rows: np.ndarray) -> np.ndarray:
+        try:
+            return self._prepare(src.rows(rows))
+        except ValueError as err:  # name the rows of the file, not of the sample
+            if "all-zero" not in str(err):
+                raise
+            X = downsize(src.rows(rows), self.size)
+            bad = rows[np.abs(X).sum(axis=1) == 0][:10].tolist()
+            raise ValueError(f"{self.name} has all-zero map(s) at index {bad} after downsizing; they cannot be "
+                             f"normalised ({self.normalize!r}). Drop them before clustering.") from None
+
+    def transform(self, x: torch.Tensor | ChunkSource) -> np.ndarray:
+        if isinstance(x, ChunkSource):
+            n = len(x)
+            Z = None
+            for start, stop, t in x.chunks():
+                part = self._transform_prepared(self._prepare(t, offset=start))
+                if Z is None:
+                    Z = np.empty((n, part.shape[1]), dtype=np.float32)
+                Z[start:stop] = part
+            return Z
+        return self._transform_prepared(self._prepare(x))
+
+    def _transform_prepared(self, X: np.ndarray) -> np.ndarray:
         Z = (X - self.mean_) if self.model_ is None else self.model_.transform(X).astype(np.float32, copy=False)
         Z *= np.float32(self.scale_)
         return Z
@@ -211,6 +295,10 @@ class SpectralBase(BaseEstimator):
             raise ValueError(f"embedding_2d must be one of {_EMBED_2D}; got {self.embedding_2d!r}")
         if not isinstance(self.n_eigenvalues, (int, np.integer)) or self.n_eigenvalues < 2:
             raise ValueError(f"n_eigenvalues must be an int >= 2; got {self.n_eigenvalues!r}")
+        if self.neighbors not in _NEIGHBORS:
+            raise ValueError(f"neighbors must be one of {_NEIGHBORS}; got {self.neighbors!r}")
+        if isinstance(self.large_n, bool) or not isinstance(self.large_n, (int, np.integer)) or self.large_n < 1:
+            raise ValueError(f"large_n must be a positive int; got {self.large_n!r}")
 
     def _check_n(self, n: int) -> None:
         if n < 3:
@@ -243,10 +331,16 @@ class SpectralBase(BaseEstimator):
         return self._features(self._inputs(relevance, images, fitting=False), fit=False)
 
     # ------------------------------------------------------------------ graph and spectrum
+    def _knn_method(self, n: int) -> str:
+        if self.neighbors == "auto":
+            return "approx" if n >= self.large_n else "exact"
+        return self.neighbors
+
     def _affinity(self, X: np.ndarray) -> sp.csr_matrix:
         n, k = len(X), self.n_neighbors
-        nn = NearestNeighbors(n_neighbors=k + 1).fit(X)
-        dist, ind = nn.kneighbors(X)
+        method = self._knn_method(n)
+        nn = KNN(method, random_state=self.random_state).fit(X, k + 1)
+        dist, ind = nn.kneighbors(X, n_neighbors=k + 1)
         # drop each point itself (with duplicates it need not come first)
         is_self = ind == np.arange(n)[:, None]
         drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
@@ -254,6 +348,8 @@ class SpectralBase(BaseEstimator):
         keep[np.arange(n), drop] = False
         ind = ind[keep].reshape(n, k)
         dist = dist[keep].reshape(n, k)
+        self.knn_method_ = "exact" if method == "exact" else f"faiss IVF ({nn.nlist_} cells, {nn.nprobe} probed)"
+        self.knn_recall_ = 1.0 if method == "exact" else sampled_recall(X, ind, k, random_state=self.random_state)
         if self.affinity == "connectivity":
             w = np.ones(n * k, dtype=np.float64)
         else:  # self-tuning heat kernel (Zelnik-Manor & Perona 2004): sigma_i = distance to k-th neighbour
@@ -278,7 +374,10 @@ class SpectralBase(BaseEstimator):
         else:
             v0 = np.random.default_rng(self.random_state).standard_normal(n).astype(np.float32)
             try:
-                mu, U = eigsh(M, k=m, which="LA", v0=v0, tol=1e-5, maxiter=20 * n)
+                # from large_n on a looser tolerance: measured at 200,000 maps (32 eigenpairs) 16 s of CPU
+                # instead of 23 s, the same eigenvalues to 5 decimals and the same clusters
+                tol = 1e-3 if n >= self.large_n else 1e-5
+                mu, U = eigsh(M, k=m, which="LA", v0=v0, tol=tol, maxiter=20 * n)
             except ArpackNoConvergence as err:  # keep what converged, say so
                 warnings.warn(f"ARPACK converged for {len(err.eigenvalues)} of {m} eigenvalues", stacklevel=3)
                 mu, U = err.eigenvalues, err.eigenvectors
@@ -296,8 +395,12 @@ class SpectralBase(BaseEstimator):
         return V / np.maximum(norms, 1e-12)  # Ng, Jordan & Weiss 2002: rows on the unit sphere
 
     def _cluster(self, k: int) -> np.ndarray:
-        km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
-        raw = km.fit_predict(self._kmeans_input(k))
+        V = self._kmeans_input(k)
+        if len(V) >= self.large_n:  # mini-batch k-means: a few passes of 8,192-row batches, not n_init full ones
+            km = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=8192, random_state=self.random_state)
+        else:
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
+        raw = km.fit_predict(V)
         # relabel by size (0 = largest cluster, ties by first occurrence) so labels are reproducible
         sizes = np.bincount(raw, minlength=k)
         first = np.array([np.argmax(raw == c) if sizes[c] else len(raw) for c in range(k)])
@@ -312,9 +415,10 @@ class SpectralBase(BaseEstimator):
 
         Parameters
         ----------
-        relevance : tensor or array (N,H,W) or (N,C,H,W)
-            Relevance maps (summed over C). NaN/inf or all-zero maps raise ``ValueError``.
-        images : tensor or array (N,3,H,W) in [0,1], optional
+        relevance : tensor, array or chunked array-like (N,H,W) or (N,C,H,W)
+            Relevance maps (summed over C). NaN/inf or all-zero maps raise ``ValueError``. An
+            ``h5py.Dataset``, memmap or other sliceable array-like is read in chunks.
+        images : tensor, array or chunked array-like (N,3,H,W) in [0,1] (uint8 scaled by 1/255), optional
             Input images; required by GEBI, optional (only checked for N) for SpRAy.
 
         Returns
@@ -455,7 +559,14 @@ class SpRAy(SpectralBase):
     n_init : int
         k-means restarts.
     random_state : int or None
-        Seed for PCA, ARPACK's start vector, k-means and t-SNE.
+        Seed for PCA, ARPACK's start vector, k-means, t-SNE and the approximate index.
+    neighbors : {"auto", "exact", "approx"}
+        Neighbour search: exact scikit-learn search, a faiss IVF index, or (default) exact below
+        ``large_n`` maps and approximate from there on.
+    large_n : int
+        From this many maps on, ``neighbors="auto"`` searches approximately and k-means runs in
+        mini-batches (default 50,000: below it exact search is fast enough and keeps the results
+        of earlier versions; see the module docstring).
 
     Attributes
     ----------
@@ -473,12 +584,18 @@ class SpRAy(SpectralBase):
         Reduced feature vectors the graph was built on.
     affinity_ : scipy.sparse.csr_matrix (N, N)
         Symmetric kNN affinity.
+    knn_method_ : str
+        ``"exact"`` or the approximate index used (``"faiss IVF (cells, probed)"``).
+    knn_recall_ : float
+        Share of the exact ``n_neighbors`` nearest neighbours the graph holds, measured on 500
+        sampled maps (1.0 for exact search).
     """
 
     def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, size: int = 32,
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
                  n_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",
-                 embedding_2d: str | None = "spectral", n_init: int = 10, random_state: int | None = 0) -> None:
+                 embedding_2d: str | None = "spectral", n_init: int = 10, random_state: int | None = 0,
+                 neighbors: str = "auto", large_n: int = APPROX_MIN_N) -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.size = size
@@ -491,6 +608,8 @@ class SpRAy(SpectralBase):
         self.embedding_2d = embedding_2d
         self.n_init = n_init
         self.random_state = random_state
+        self.neighbors = neighbors
+        self.large_n = large_n
 
     def _parts(self) -> list[tuple[str, Reducer, float]]:
         if not hasattr(self, "_reducers"):
@@ -499,7 +618,7 @@ class SpRAy(SpectralBase):
         return [("relevance", self._reducers["relevance"], 1.0)]
 
     def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:
-        R = as_relevance(relevance, "relevance")
+        R = as_source(relevance, "relevance", "relevance") if is_chunked(relevance) else as_relevance(relevance, "relevance")
         if images is not None:
             check_same_n(relevance=R, images=images)
         if fitting:

@@ -1,0 +1,163 @@
+"""SpRAy and GEBI at scale: chunked (HDF5) input, approximate neighbours, mini-batch k-means.
+
+The large-N paths are switched on with a lowered ``large_n`` instead of a million maps, so the
+tests take seconds; benchmarks/bench_clustering.py measures the real sizes.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+import xaibias.analysis._chunked as chunked
+from xaibias.analysis import GEBI, SpRAy
+from xaibias.analysis._chunked import ChunkSource
+from xaibias.analysis._neighbors import sampled_recall
+
+_SPOTS = [(1, 1), (1, 9), (9, 1), (9, 9)]
+
+
+def planted(n: int, k: int = 4, size: int = 16, seed: int = 0, noise: float = 0.6):
+    """(N,1,size,size) maps with a bright 6x6 blob at one of k places, noise on top; images with a matching colour."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    R = torch.randn(n, 1, size, size, generator=g) * noise
+    images = torch.rand(n, 3, size, size, generator=g) * 0.3 + 0.2
+    for c in range(k):
+        r, q = _SPOTS[c]
+        R[y == c, 0, r : r + 6, q : q + 6] += 3.0
+        images[y == c, c % 3] += 0.4
+    return R, images, y.numpy()
+
+
+def write_h5(path, R, images=None, chunks=True):
+    """The attribute_dataset layout: ``attribution`` float32 (N,1,H,W), one map per HDF5 chunk."""
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("attribution", data=R.numpy(), chunks=(1, *R.shape[1:]) if chunks else None)
+        if images is not None:
+            fh.create_dataset("images", data=images.numpy())
+    return path
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    # 16x16 float32 maps are 1 KB: 100 KB chunks hold 100 maps, so N=600 is read in 6 chunks
+    monkeypatch.setattr(chunked, "CHUNK_BYTES", 100 * 1024)
+    monkeypatch.setattr(chunked, "_MIN_CHUNK_ROWS", 1)
+
+
+def test_chunked_h5_input_gives_the_in_memory_labels(tmp_path, small_chunks):
+    R, images, y = planted(600)
+    path = write_h5(tmp_path / "relevance.h5", R, images)
+    mem = SpRAy(n_clusters=4, random_state=0).fit(R)
+    with h5py.File(path, "r") as fh:
+        assert ChunkSource(fh["attribution"], "relevance", "relevance").chunk_rows == 100
+        ext = SpRAy(n_clusters=4, random_state=0).fit(fh["attribution"])
+        np.testing.assert_array_equal(ext.labels_, mem.labels_)
+        np.testing.assert_allclose(ext.features_, mem.features_, atol=1e-5)
+        np.testing.assert_allclose(ext.eigenvalues_, mem.eigenvalues_, atol=1e-6)
+        # predict on chunked input: the fitted maps get their own labels back
+        np.testing.assert_array_equal(ext.predict(fh["attribution"]), mem.predict(R))
+        gm = GEBI(n_clusters=4, random_state=0).fit(R, images)
+        ge = GEBI(n_clusters=4, random_state=0).fit(fh["attribution"], fh["images"])
+        np.testing.assert_array_equal(ge.labels_, gm.labels_)
+    assert adjusted_rand_score(y, mem.labels_) == pytest.approx(1.0)
+
+
+def test_chunked_input_above_the_pca_sample_size_matches_in_memory(tmp_path, small_chunks):
+    # N > 5,000: the PCA basis comes from a sample, read row-range by row-range from the file
+    R, _, y = planted(5200, size=12, noise=0.5)
+    mem = SpRAy(n_clusters=4, n_components=10, random_state=0).fit(R)
+    # a numpy memmap is read in chunks too (100 KB chunks: 180 maps of 12 x 12)
+    mm = np.lib.format.open_memmap(tmp_path / "r.npy", mode="w+", dtype=np.float32, shape=tuple(R.shape))
+    mm[:] = R.numpy()
+    ext = SpRAy(n_clusters=4, n_components=10, random_state=0).fit(mm)
+    np.testing.assert_array_equal(ext.labels_, mem.labels_)
+    np.testing.assert_allclose(ext.features_, mem.features_, atol=1e-5)
+    assert adjusted_rand_score(y, ext.labels_) == pytest.approx(1.0)
+
+
+def smooth_planted(n: int, k: int = 4, size: int = 16, seed: int = 0):
+    """Maps of one Gaussian blob at one of k places, jittered by up to 2 pixels, with weak noise.
+
+    Like benchmarks/bench_clustering.py's data, the maps vary along few directions (blob position
+    and strength), which is where approximate search finds most true neighbours.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    spots = np.array([[4, 4], [4, 11], [11, 4], [11, 11]], dtype=np.float32)
+    c = spots[y] + rng.uniform(-2, 2, (n, 2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    R = np.exp(-((yy - c[:, :1, None]) ** 2 + (xx - c[:, 1:, None]) ** 2) / 8.0)
+    R = R * rng.uniform(0.6, 1.4, (n, 1, 1)) + 0.05 * rng.standard_normal((n, size, size))
+    return torch.from_numpy(R.astype(np.float32)), y
+
+
+def test_large_n_path_uses_approximate_neighbours_with_measured_recall():
+    R, y = smooth_planted(3000)
+    exact = SpRAy(n_clusters=4, random_state=0).fit(R)  # 3,000 < large_n: exact search, full k-means
+    assert exact.knn_method_ == "exact" and exact.knn_recall_ == 1.0
+    approx = SpRAy(n_clusters=4, random_state=0, large_n=1000).fit(R)
+    assert approx.knn_method_.startswith("faiss IVF")
+    # recall of the approximate graph against an independent exact search on the same features
+    k = approx.n_neighbors
+    X = approx.features_
+    _, truth = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+    A = approx.affinity_.tolil()
+    directed = np.mean([len(set(truth[i][truth[i] != i][:k]) & set(A.rows[i])) / k for i in range(len(X))])
+    assert approx.knn_recall_ >= 0.9  # the stated bound on these maps (4 of 55 cells probed)
+    assert directed >= approx.knn_recall_ - 0.05  # the symmetric graph holds at least the directed edges
+    # same clusters, found by mini-batch k-means; eigengap and predict keep working
+    assert adjusted_rand_score(y, approx.labels_) == pytest.approx(1.0)
+    assert adjusted_rand_score(exact.labels_, approx.labels_) == pytest.approx(1.0)
+    # four components, then a jump (over 2..20 a later, larger gap between sub-shapes wins on these maps)
+    assert approx.suggest_n_clusters(max_clusters=8) == exact.suggest_n_clusters(max_clusters=8) == 4
+    np.testing.assert_allclose(approx.eigenvalues_[:8], exact.eigenvalues_[:8], atol=1e-3)
+    np.testing.assert_array_equal(approx.predict(R[:500]), approx.labels_[:500])
+    # forcing either search overrides the size rule
+    assert SpRAy(n_clusters=4, neighbors="exact", large_n=1000).fit(R[:1200]).knn_method_ == "exact"
+    assert SpRAy(n_clusters=4, neighbors="approx").fit(R[:1200]).knn_method_.startswith("faiss")
+
+
+def test_sampled_recall_counts_shared_neighbours():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 5)).astype(np.float32)
+    _, truth = NearestNeighbors(n_neighbors=4).fit(X).kneighbors(X)
+    graph = truth[:, 1:]
+    assert sampled_recall(X, graph, 3, n_sample=400) == pytest.approx(1.0)
+    # replace one of three neighbours by a far point in every row: recall 2/3
+    broken = graph.copy()
+    broken[:, 2] = np.argmax(((X[:, None] - X[None]) ** 2).sum(-1), axis=1)
+    assert sampled_recall(X, broken, 3, n_sample=400) == pytest.approx(2 / 3)
+
+
+def test_chunked_bad_input_names_the_chunk(tmp_path, small_chunks):
+    R, images, _ = planted(600)
+    R[250, 0, 3, 3] = float("nan")
+    path = write_h5(tmp_path / "nan.h5", R, images)
+    with h5py.File(path, "r") as fh:
+        with pytest.raises(ValueError, match=r"relevance: chunk 2 \(rows 200-299; item i there is row 200 \+ i\).*NaN.*\[50\] of 100"):
+            SpRAy(n_clusters=4).fit(fh["attribution"])
+    R, images, _ = planted(600)
+    R[437] = 0.0
+    path = write_h5(tmp_path / "zero.h5", R)
+    with h5py.File(path, "r") as fh:
+        with pytest.raises(ValueError, match=r"all-zero map\(s\) at index \[437\]"):
+            SpRAy(n_clusters=4).fit(fh["attribution"])
+    with h5py.File(tmp_path / "bad.h5", "w") as fh:
+        fh.create_dataset("flat", data=np.ones((10, 256), np.float32))
+        fh.create_dataset("gray", data=np.ones((10, 2, 8, 8), np.float32))
+        with pytest.raises(ValueError, match=r"relevance must be \(N,H,W\) or \(N,C,H,W\) maps; got Dataset of shape \(10, 256\)"):
+            SpRAy(n_clusters=2).fit(fh["flat"])
+        with pytest.raises(ValueError, match=r"images must be \(N,3,H,W\) images; got Dataset of shape \(10, 2, 8, 8\)"):
+            GEBI(n_clusters=2).fit(R[:10], fh["gray"])
+        with pytest.raises(ValueError, match="mismatched N"):
+            GEBI(n_clusters=2).fit(R[:9], fh["gray"][:, :1])
+    with pytest.raises(ValueError, match="neighbors must be one of"):
+        SpRAy(neighbors="faiss").fit(R)
+    with pytest.raises(ValueError, match="large_n must be a positive int"):
+        SpRAy(large_n=0).fit(R)
