@@ -399,6 +399,27 @@ def test_rrr_lrp_hook_prepares_once_and_falls_back_with_a_warning():
     assert got.item() == pytest.approx(rrr_penalty(other, xb32, centre, lam=2.0).item())
 
 
+def test_rrr_lrp_trains_the_attention_model_through_its_gate():
+    # the prepared engine explains x * sigmoid(g): the penalty reaches the gate's weights, and the
+    # "attention" correction with lrp_lam adds exactly the rrr_lrp penalty to the gate's
+    import warnings
+
+    model = xb.models.make_model("small_vgg_attention").double()
+    torch.nn.init.normal_(model.gate.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1])
+    border, _ = _border_and_centre(4)
+    pen = rrr_lrp_penalty(model, x, border, y=y, lam=1.0)
+    (g,) = torch.autograd.grad(pen, [model.gate.weight])
+    assert g.abs().sum() > 0
+    hook = make_rrr_lrp_hook(border, lam=2.0, attention_lam=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the gradient penalty
+        got = hook(model, x, y, torch.arange(4))
+    expected = 2.0 * pen + attention_penalty(model, x, border, lam=3.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-9)
+
+
 # --------------------------------------------------------------------------------------------------
 # attention
 

@@ -53,9 +53,9 @@ model; the key names the correction, its options and this package's source). Mit
     (``small_vgg``, 600 images of 32 px, batch 32) an epoch took 6.0 s against 4.2 s with ``"rrr"``
     and 2.6 s without a penalty (one interleaved run on a shared machine; notebook 06 prints the
     seconds of every model). The engine's batch norms use their running statistics (its eval
-    semantics) even in training. A caveat it shares with every LRP rule that multiplies by the
-    input: evidence a model takes from *dark* pixels (a black frame, inputs near 0) reaches the
-    biases, not those pixels, so the map can leave the mask while the model still uses the artifact
+    semantics) even in training. A caveat: the map shows only part of how the output depends on
+    the input (the z+ rule drops negative contributions, the biases absorb relevance), so a model
+    trained to keep its map off the mask can still react to the artifact, through what the map omits
     (notebook 06 measures the insertion effect to see whether it does). The model must be one the engine supports
     (:mod:`xaibias.explain.lrp_engine`); otherwise the penalty falls back to ``"rrr"``'s gradient
     penalty (``grad_of="log_probs"``, the same ``lam``) with a :class:`UserWarning` saying so.
