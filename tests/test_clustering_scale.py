@@ -161,3 +161,22 @@ def test_chunked_bad_input_names_the_chunk(tmp_path, small_chunks):
         SpRAy(neighbors="faiss").fit(R)
     with pytest.raises(ValueError, match="large_n must be a positive int"):
         SpRAy(large_n=0).fit(R)
+
+
+def test_approximate_search_fills_rows_whose_probed_cells_hold_too_few_maps():
+    # 80 maps in 16 cells, 4 probed: some queries see fewer than 11 maps and are searched exactly
+    from xaibias.analysis._neighbors import KNN
+
+    R, y = smooth_planted(80)
+    X = SpRAy(n_clusters=4).fit(R).features_
+    knn = KNN("approx").fit(X, 11)
+    assert knn.nlist_ == 16
+    dist, ind = knn.kneighbors(X, 11)
+    assert (ind >= 0).all() and np.isfinite(dist).all()
+    _, truth = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X)
+    approx = SpRAy(n_clusters=4, neighbors="approx").fit(R)
+    assert (np.diff(approx.affinity_.indptr) >= approx.n_neighbors).all()
+    assert adjusted_rand_score(y, approx.labels_) == pytest.approx(1.0)
+    # where the probed cells held enough maps, the distances are exact: the nearest one is the map itself
+    np.testing.assert_array_equal(ind[:, 0], np.arange(len(X)))
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(ind, truth)]) / 11 > 0.5
