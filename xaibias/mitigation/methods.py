@@ -51,8 +51,9 @@ model; the key names the correction, its options and this package's source). Mit
     What it costs: the engine runs the forward twice (values and the rule's gradient path) and the
     map is differentiated a second time, on the framed images of the batch only: on a 2-core CPU
     (``small_vgg``, 600 images of 32 px, batch 32) an epoch took 6.0 s against 4.2 s with ``"rrr"``
-    and 2.6 s without a penalty (one interleaved run on a shared machine; notebook 06 prints the
-    seconds of every model). The engine's batch norms use their running statistics (its eval
+    and 2.6 s without a penalty (one interleaved run on a shared machine); in two FAST runs of
+    notebook 06 (3 seeds each, 6 epochs) its training took 1.03x and 1.31x rrr's seconds (the
+    notebook prints the seconds of every model). The engine's batch norms use their running statistics (its eval
     semantics) even in training. A caveat: the map shows only part of how the output depends on
     the input (the z+ rule drops negative contributions, the biases absorb relevance), so a model
     trained to keep its map off the mask can still react to the artifact, through what the map omits
