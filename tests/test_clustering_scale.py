@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
-from sklearn.neighbors import NearestNeighbors
+from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 import xaibias.analysis._chunked as chunked
 from xaibias.analysis import GEBI, SpRAy
@@ -180,3 +180,93 @@ def test_approximate_search_fills_rows_whose_probed_cells_hold_too_few_maps():
     # where the probed cells held enough maps, the distances are exact: the nearest one is the map itself
     np.testing.assert_array_equal(ind[:, 0], np.arange(len(X)))
     assert np.mean([len(set(a) & set(b)) for a, b in zip(ind, truth)]) / 11 > 0.5
+
+
+# ---------------------------------------------------------------------------- landmark path (issue 19)
+
+
+def _vote_by_hand(dist, ind, labels, k):
+    """predict's rule written out: each row's neighbours vote for their label with weight 1 / distance."""
+    votes = np.zeros((len(ind), k))
+    for i in range(len(ind)):
+        for d, j in zip(dist[i], ind[i]):
+            votes[i, labels[j]] += 1.0 / max(d, 1e-9)
+    return votes.argmax(axis=1)
+
+
+def test_landmark_path_agrees_with_the_full_spectral_clustering():
+    R, y = smooth_planted(3000)
+    full = SpRAy(n_clusters=4, random_state=0, large_n=1000, landmarks=None, neighbors="exact").fit(R)
+    lm = SpRAy(n_clusters=4, random_state=0, large_n=1000, landmarks=600, neighbors="exact").fit(R)
+    assert full.landmark_indices_ is None and full.n_landmarks_ is None and full.embedding_.shape[0] == 3000
+    L = lm.landmark_indices_
+    assert lm.n_landmarks_ == 600 and len(np.unique(L)) == 600 and np.all(np.diff(L) > 0) and L[-1] < 3000
+    assert lm.labels_.shape == (3000,) and lm.features_.shape[0] == 3000
+    assert lm.embedding_.shape == (600, 32) and lm.affinity_.shape == (600, 600) and lm.embedding_2d_.shape == (600, 2)
+    assert adjusted_rand_score(full.labels_, lm.labels_) >= 0.99
+    assert adjusted_rand_score(y, lm.labels_) >= 0.99
+    # the eigenvalues are those of the landmark graph: the symmetric 10-NN graph of the landmarks'
+    # features, built here with scikit-learn and solved densely
+    XL = lm.features_[L]
+    A = kneighbors_graph(XL, n_neighbors=lm.n_neighbors, include_self=False)
+    A = A.maximum(A.T).toarray()
+    d = 1.0 / np.sqrt(A.sum(axis=1))
+    lap = np.eye(600) - d[:, None] * A * d[None, :]
+    np.testing.assert_allclose(lm.eigenvalues_, np.linalg.eigvalsh(lap)[:32], atol=1e-4)
+    assert lm.suggest_n_clusters(max_clusters=8) == 4
+    # every other map: the vote of its n_neighbors nearest landmarks, by an independent exact search
+    rest = np.setdiff1d(np.arange(3000), L)
+    dist, ind = NearestNeighbors(n_neighbors=lm.n_neighbors).fit(XL).kneighbors(lm.features_[rest])
+    np.testing.assert_array_equal(lm.labels_[rest], _vote_by_hand(dist, ind, lm.labels_[L], 4))
+    np.testing.assert_array_equal(lm.predict(R[torch.from_numpy(rest)]), lm.labels_[rest])
+    assert lm.landmark_knn_method_ == "exact" and lm.knn_method_ == "exact"
+    # other k: landmark k-means, then the same vote; the fitted k gives labels_ back
+    np.testing.assert_array_equal(lm.labels_for(4), lm.labels_)
+    assert lm.labels_for(3).shape == (3000,) and set(np.unique(lm.labels_for(3))) == {0, 1, 2}
+
+
+def test_landmark_path_with_approximate_assignment_and_chunked_input(tmp_path, small_chunks, monkeypatch):
+    import xaibias.analysis.spray as spray
+
+    R, y = smooth_planted(2400, seed=3)
+    monkeypatch.setattr(spray, "LANDMARKS_AUTO", 500)  # "auto" at a size the test can afford
+    lm = SpRAy(n_clusters=4, random_state=0, large_n=1000).fit(R)
+    assert lm.n_landmarks_ == 500 and lm.landmark_knn_method_.startswith("faiss IVF")
+    assert lm.knn_method_ == "exact"  # 500 landmarks < large_n: the landmark graph is searched exactly
+    assert adjusted_rand_score(y, lm.labels_) >= 0.99
+    rest = np.setdiff1d(np.arange(2400), lm.landmark_indices_)
+    np.testing.assert_array_equal(lm.predict(R[torch.from_numpy(rest)]), lm.labels_[rest])
+    # below large_n, or with at least as many landmarks as maps, the full path runs
+    assert SpRAy(n_clusters=4, large_n=3000).fit(R).landmark_indices_ is None
+    assert SpRAy(n_clusters=4, large_n=1000, landmarks=2400).fit(R).landmark_indices_ is None
+    # HDF5 input read in chunks: the same landmarks and labels as in memory
+    path = write_h5(tmp_path / "relevance.h5", R[:, None])
+    with h5py.File(path, "r") as fh:
+        ext = SpRAy(n_clusters=4, random_state=0, large_n=1000).fit(fh["attribution"])
+    np.testing.assert_array_equal(ext.landmark_indices_, lm.landmark_indices_)
+    np.testing.assert_array_equal(ext.labels_, lm.labels_)
+
+
+def test_gebi_landmark_path():
+    R, images, y = planted(2000, noise=0.3)
+    g = GEBI(n_clusters=4, random_state=0, large_n=1000, landmarks=700).fit(R, images)
+    assert g.n_landmarks_ == 700 and g.labels_.shape == (2000,) and g.embedding_.shape[0] == 700
+    assert adjusted_rand_score(y, g.labels_) >= 0.99
+    rest = np.setdiff1d(np.arange(2000), g.landmark_indices_)[:300]
+    idx = torch.from_numpy(rest)
+    np.testing.assert_array_equal(g.predict(R[idx], images[idx]), g.labels_[rest])
+
+
+@pytest.mark.parametrize("bad", ["many", "AUTO", True, 1, 0, -5, 2.5, [100]])
+def test_bad_landmarks_values_are_rejected(bad):
+    R, _ = smooth_planted(60)
+    with pytest.raises(ValueError, match=r"landmarks must be None \(off\), 'auto' or an int >= 2"):
+        SpRAy(n_clusters=2, n_neighbors=5, landmarks=bad).fit(R)
+
+
+def test_too_few_landmarks_for_the_graph_are_rejected():
+    R, _ = smooth_planted(300)
+    with pytest.raises(ValueError, match="gives 8 landmark maps; they must be more than n_neighbors=10"):
+        SpRAy(n_clusters=4, large_n=100, landmarks=8).fit(R)
+    with pytest.raises(ValueError, match="at least n_clusters=12"):
+        SpRAy(n_clusters=12, n_neighbors=5, large_n=100, landmarks=11).fit(R)

@@ -72,12 +72,13 @@ class GEBI(SpectralBase):
         Reduction of each part (default PCA; Isomap is dense N x N, small N only).
     relevance_components, image_components : int
         Components kept per part (default 32 and 32).
-    n_eigenvalues, affinity, embedding_2d, n_init, random_state, neighbors, large_n
+    n_eigenvalues, affinity, embedding_2d, n_init, random_state, neighbors, large_n, landmarks
         As in :class:`xaibias.analysis.SpRAy`.
 
     Attributes
     ----------
-    labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_, knn_method_, knn_recall_
+    labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_, knn_method_, knn_recall_,
+    landmark_indices_, n_landmarks_, landmark_knn_method_
         As in :class:`xaibias.analysis.SpRAy`; ``features_`` holds the weighted concatenation
         (first ``relevance_components`` columns relevance, then the image part).
     """
@@ -87,7 +88,8 @@ class GEBI(SpectralBase):
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
                  relevance_components: int = 32, image_components: int = 32, n_eigenvalues: int = 32,
                  affinity: str = "connectivity", embedding_2d: str | None = "spectral", n_init: int = 10,
-                 random_state: int | None = 0, neighbors: str = "auto", large_n: int = APPROX_MIN_N) -> None:
+                 random_state: int | None = 0, neighbors: str = "auto", large_n: int = APPROX_MIN_N,
+                 landmarks: int | str | None = "auto") -> None:
         self.n_clusters = n_clusters
         self.image_weight = image_weight
         self.relevance_weight = relevance_weight
@@ -106,6 +108,7 @@ class GEBI(SpectralBase):
         self.random_state = random_state
         self.neighbors = neighbors
         self.large_n = large_n
+        self.landmarks = landmarks
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -51,6 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy.linalg import eigh as dense_eigh
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -60,14 +61,16 @@ from .._checks import as_relevance, check_same_n, describe
 from ._chunked import ChunkSource, as_source, is_chunked
 from ._neighbors import APPROX_MIN_N, KNN, sampled_recall
 
-__all__ = ["SpRAy", "downsize", "eigengap"]
+__all__ = ["SpRAy", "downsize", "eigengap", "LANDMARKS_AUTO"]
 
 _NORMALIZE = ("l2", "max", "sum", None)
 _REDUCTIONS = ("pca", "isomap", "none")
 _AFFINITIES = ("connectivity", "heat")
 _EMBED_2D = ("spectral", "tsne", None)
 _NEIGHBORS = ("auto", "exact", "approx")
-_DENSE_EIG_MAX_N = 1000  # below this a dense eigensolver is faster and more robust than ARPACK
+_DENSE_EIG_MAX_N = 200  # up to this many maps a dense eigensolver (ARPACK needs k well below N)
+#: ``landmarks="auto"``: maps in the landmark sample from ``large_n`` on (benchmarks/README.md, clustering)
+LANDMARKS_AUTO = 20_000
 _PCA_FIT_SAMPLES = 5000  # the PCA basis is fitted on at most this many maps (then applied to all)
 _CHUNK = 2048  # maps resized per step, bounds the temporary memory
 
@@ -149,6 +152,24 @@ def eigengap(eigenvalues: np.ndarray, min_clusters: int = 2, max_clusters: int |
     ks = np.arange(min_clusters, max_clusters + 1)
     gaps = ev[ks] - ev[ks - 1]
     return int(ks[int(np.argmax(gaps))])
+
+
+def _relabel_by_size(raw: np.ndarray, k: int) -> np.ndarray:
+    """Relabel by size (0 = largest cluster, ties by first occurrence) so labels are reproducible."""
+    sizes = np.bincount(raw, minlength=k)
+    first = np.array([np.argmax(raw == c) if sizes[c] else len(raw) for c in range(k)])
+    order = np.lexsort((first, -sizes))
+    remap = np.empty(k, dtype=np.int64)
+    remap[order] = np.arange(k)
+    return remap[raw]
+
+
+def _vote(dist: np.ndarray, ind: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Distance-weighted vote (weights 1 / distance) of the labels of each row's neighbours ``ind``."""
+    w = 1.0 / (dist + 1e-9 * (1.0 + dist.max()))
+    votes = np.zeros((len(ind), k))
+    np.add.at(votes, (np.repeat(np.arange(len(ind)), ind.shape[1]), labels[ind].ravel()), w.ravel())
+    return votes.argmax(axis=1)
 
 
 class Reducer:
@@ -299,6 +320,11 @@ class SpectralBase(BaseEstimator):
             raise ValueError(f"neighbors must be one of {_NEIGHBORS}; got {self.neighbors!r}")
         if isinstance(self.large_n, bool) or not isinstance(self.large_n, (int, np.integer)) or self.large_n < 1:
             raise ValueError(f"large_n must be a positive int; got {self.large_n!r}")
+        lm = self.landmarks
+        is_count = isinstance(lm, (int, np.integer)) and not isinstance(lm, bool) and lm >= 2
+        if not (lm is None or (isinstance(lm, str) and lm == "auto") or is_count):
+            raise ValueError(f"landmarks must be None (off), 'auto' or an int >= 2 (maps in the landmark sample); "
+                             f"got {lm!r}")
 
     def _check_n(self, n: int) -> None:
         if n < 3:
@@ -368,9 +394,9 @@ class SpectralBase(BaseEstimator):
         # traffic of ARPACK's matrix-vector products; clustering needs no more precision.
         M = (Dm @ A @ Dm).tocsr().astype(np.float32)
         m = min(int(self.n_eigenvalues), n - 1)
-        if n <= _DENSE_EIG_MAX_N:
-            mu, U = np.linalg.eigh(M.toarray().astype(np.float64))  # small N only, see module docstring
-            mu, U = mu[::-1][:m], U[:, ::-1][:, :m]
+        if n <= _DENSE_EIG_MAX_N:  # small N only: only the m largest eigenpairs of the dense matrix
+            mu, U = dense_eigh(M.toarray().astype(np.float64), subset_by_index=[n - m, n - 1], driver="evr")
+            mu, U = mu[::-1], U[:, ::-1]
         else:
             v0 = np.random.default_rng(self.random_state).standard_normal(n).astype(np.float32)
             try:
@@ -400,14 +426,7 @@ class SpectralBase(BaseEstimator):
             km = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=8192, random_state=self.random_state)
         else:
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
-        raw = km.fit_predict(V)
-        # relabel by size (0 = largest cluster, ties by first occurrence) so labels are reproducible
-        sizes = np.bincount(raw, minlength=k)
-        first = np.array([np.argmax(raw == c) if sizes[c] else len(raw) for c in range(k)])
-        order = np.lexsort((first, -sizes))
-        remap = np.empty(k, dtype=np.int64)
-        remap[order] = np.arange(k)
-        return remap[raw]
+        return _relabel_by_size(km.fit_predict(V), k)
 
     # ------------------------------------------------------------------ public API
     def fit(self, relevance: Any, images: Any = None) -> SpectralBase:
@@ -430,7 +449,14 @@ class SpectralBase(BaseEstimator):
         n = len(next(iter(inputs.values())))
         self._check_n(n)
         X = self._features(inputs, fit=True)
-        A = self._affinity(X)
+        L = self._landmark_rows(n)
+        self.landmark_indices_ = L
+        self.n_landmarks_ = None if L is None else len(L)
+        self.landmark_knn_method_ = None
+        if L is None:
+            A = self._affinity(X)
+        else:  # spectral clustering of the landmarks only; every map is assigned by vote below
+            A = self._affinity(np.ascontiguousarray(X[L]))
         lam, U, deg = self._spectrum(A)
         self.features_ = X
         self.affinity_ = A
@@ -441,13 +467,49 @@ class SpectralBase(BaseEstimator):
         if k > U.shape[1]:
             raise ValueError(
                 f"n_clusters={k} needs at least as many eigenvectors; n_eigenvalues={self.n_eigenvalues} "
-                f"(capped at N-1={n - 1}) gives {U.shape[1]}"
+                f"(capped at N-1={len(U) - 1}) gives {U.shape[1]}"
             )
+        if L is not None:
+            self._fit_assignment(X, L)
         self.n_clusters_ = k
         self._label_cache: dict[int, np.ndarray] = {}
         self.labels_ = self.labels_for(k)
         self.embedding_2d_ = self._embed_2d(k)
         return self
+
+    def _landmark_rows(self, n: int) -> np.ndarray | None:
+        """Sorted seeded sample of landmark rows, or None when every map goes through the spectral step."""
+        if self.landmarks is None or n < self.large_n:
+            return None
+        m = LANDMARKS_AUTO if self.landmarks == "auto" else int(self.landmarks)
+        if m >= n:
+            return None
+        if m <= self.n_neighbors or (self.n_clusters != "auto" and m < self.n_clusters):
+            raise ValueError(
+                f"landmarks={self.landmarks!r} gives {m} landmark maps; they must be more than n_neighbors="
+                f"{self.n_neighbors} and at least n_clusters={self.n_clusters}"
+            )
+        seed = None if self.random_state is None else [int(self.random_state), 19]
+        return np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+
+    def _fit_assignment(self, X: np.ndarray, L: np.ndarray) -> None:
+        """Index the landmark features and find every map's ``n_neighbors`` nearest landmarks (predict's rule).
+
+        The index replaces the landmark graph's one as the index :meth:`predict` searches, so a map of
+        the fitted set that is not a landmark gets the label ``predict`` would give it.
+        """
+        n, k = len(X), self.n_neighbors
+        method = self._knn_method(n)
+        nn = KNN(method, random_state=self.random_state).fit(np.ascontiguousarray(X[L]), k)
+        ind = np.empty((n, k), dtype=np.int32)
+        dist = np.empty((n, k), dtype=np.float64)
+        step = 65_536  # bounds the temporaries of the search
+        for s in range(0, n, step):
+            d, i = nn.kneighbors(X[s:s + step], n_neighbors=k)
+            dist[s:s + step], ind[s:s + step] = d, i
+        self._nn = nn
+        self._assign = (dist, ind)
+        self.landmark_knn_method_ = "exact" if method == "exact" else f"faiss IVF ({nn.nlist_} cells, {nn.nprobe} probed)"
 
     def fit_predict(self, relevance: Any, images: Any = None) -> np.ndarray:
         """:meth:`fit` and return ``labels_`` (N,)."""
@@ -469,7 +531,13 @@ class SpectralBase(BaseEstimator):
             raise ValueError(f"k={k} is larger than the number of maps N={len(self.embedding_)}")
         k = int(k)
         if k not in self._label_cache:
-            self._label_cache[k] = self._cluster(k)
+            raw = self._cluster(k)
+            if getattr(self, "landmark_indices_", None) is not None:  # every other map: its nearest landmarks' vote
+                dist, ind = self._assign
+                full = _vote(dist, ind, raw, k)
+                full[self.landmark_indices_] = raw
+                raw = _relabel_by_size(full, k)
+            self._label_cache[k] = raw
         return self._label_cache[k].copy()
 
     def suggest_n_clusters(self, min_clusters: int = 2, max_clusters: int | None = None) -> int:
@@ -498,10 +566,9 @@ class SpectralBase(BaseEstimator):
         self._check_fitted()
         Xn = self.transform(relevance, images)
         dist, ind = self._nn.kneighbors(Xn, n_neighbors=self.n_neighbors)
-        w = 1.0 / (dist + 1e-9 * (1.0 + dist.max()))
-        votes = np.zeros((len(Xn), self.n_clusters_))
-        np.add.at(votes, (np.repeat(np.arange(len(Xn)), ind.shape[1]), self.labels_[ind].ravel()), w.ravel())
-        return votes.argmax(axis=1)
+        L = getattr(self, "landmark_indices_", None)
+        indexed = self.labels_ if L is None else self.labels_[L]  # labels of the maps the index holds
+        return _vote(dist, ind, indexed, self.n_clusters_)
 
     def _embed_2d(self, k: int) -> np.ndarray | None:
         if self.embedding_2d is None:
@@ -595,7 +662,7 @@ class SpRAy(SpectralBase):
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
                  n_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",
                  embedding_2d: str | None = "spectral", n_init: int = 10, random_state: int | None = 0,
-                 neighbors: str = "auto", large_n: int = APPROX_MIN_N) -> None:
+                 neighbors: str = "auto", large_n: int = APPROX_MIN_N, landmarks: int | str | None = "auto") -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.size = size
@@ -610,6 +677,7 @@ class SpRAy(SpectralBase):
         self.random_state = random_state
         self.neighbors = neighbors
         self.large_n = large_n
+        self.landmarks = landmarks
 
     def _parts(self) -> list[tuple[str, Reducer, float]]:
         if not hasattr(self, "_reducers"):
