@@ -98,6 +98,18 @@ def test_torchvision_architectures_equal_zennit_float64(name):
                            _lrp(m, x, target, composite=composite, engine="prepared"))
 
 
+@pytest.mark.parametrize("name", ["small_resnet", "small_densenet", "small_mobilenet"])
+def test_without_canonizers_equals_zennit_float64(x64, name):
+    """canonizers=None: no merged batch norms, plain-gradient residual sums and DenseNet head, as in zennit."""
+    m = _zoo(name)
+    for composite in ("EpsilonPlusFlat", "EpsilonGammaBox"):
+        ref = _lrp(m, x64, torch.tensor([1, 1]), composite=composite, canonizers=None, engine="zennit")
+        ours = prepare_lrp(m, composite, canonizers=None)(x64, 1, pool=None)
+        assert _rel_err(ours, ref) <= 1e-10
+        # and the canonized map is a different one (the canonizers matter on these models)
+        assert _rel_err(ours, prepare_lrp(m, composite)(x64, 1, pool=None)) > 1e-3
+
+
 def test_densenet_checkpointing_and_train_mode_are_left_as_they_were():
     m = _zoo("small_densenet")
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(11), dtype=F64)

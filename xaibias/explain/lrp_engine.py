@@ -401,9 +401,9 @@ class PreparedLRP:
                 elif (op == "call_function" and tgt in (operator.add, torch.add, operator.iadd)) and resnet \
                         and node.meta.get("xb_block") and len(tensor_args) == 2 and not node.kwargs:
                     add(["norm", name, [a.name for a in tensor_args], None])  # ResNetCanonizer's Sum: Norm
-                elif op == "call_function" and tgt in (F.relu, torch.relu) and _is_densenet_head(node):
+                elif densenet and op == "call_function" and tgt in (F.relu, torch.relu) and _is_densenet_head(node):
                     add(["pass", name, args[0], F.relu, True])  # DenseNetCanonizer's head ReLU module
-                elif op == "call_function" and tgt is F.adaptive_avg_pool2d and _is_densenet_head(node):
+                elif densenet and op == "call_function" and tgt is F.adaptive_avg_pool2d and _is_densenet_head(node):
                     add(["norm", name, [args[0]], _template_call(F.adaptive_avg_pool2d, tmpl_args, tmpl_kwargs)])
                 elif (op == "call_function" and tgt in _MUL) or (op == "call_method" and tgt in _MUL_METHODS):
                     if len(tensor_args) == 2 and not kwargs:
