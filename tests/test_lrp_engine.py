@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -384,3 +385,32 @@ def test_attribute_cache_does_not_keep_the_model_alive():
     del m
     gc.collect()
     assert ref() is None
+
+
+def test_forward_hooks_are_refused_and_attribute_falls_back_to_zennit():
+    # a P-ClArC projection is a forward hook that changes a layer's output: the traced engine never
+    # calls module forwards, so it would explain the model without the projection
+    from xaibias.mitigation.clarc import add_projection
+
+    m = _zoo("small_vgg", torch.float32)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(6)).numpy()
+    projected = add_projection(m, "features.6", direction[None], np.zeros(32, np.float32))
+    with pytest.raises(LRPEngineUnsupported, match="forward hooks on 'features.6'"):
+        prepare_lrp(projected)
+    with pytest.raises(LRPEngineUnsupported, match="forward hooks"):
+        attribute(projected, x, method="lrp", engine="prepared")
+    auto = attribute(projected, x, method="lrp")
+    assert torch.equal(auto, attribute(projected, x, method="lrp", engine="zennit"))
+    # the projection matters: the map without it is a different one
+    assert _rel_err(auto, attribute(m, x, method="lrp", engine="zennit")) > 1e-3
+    # a hook added after preparation is caught on the next call
+    engine = prepare_lrp(m)
+    engine(x)
+    handle = m.features[6].register_forward_hook(lambda _m, _i, o: 2 * o)
+    try:
+        with pytest.raises(LRPEngineUnsupported, match="forward hooks on 'features.6'"):
+            engine(x)
+    finally:
+        handle.remove()
+    assert engine(x).shape == (3, 16, 16)

@@ -266,6 +266,27 @@ def _is_densenet_head(node: fx.Node) -> bool:
     return isinstance(owner, DenseNet) and type(owner).forward is DenseNet.forward
 
 
+def _forward_hooks(model: nn.Module) -> list[str]:
+    """Names of the modules whose forward has hooks (and ``"<global>"`` for hooks on every module).
+
+    The engine recomputes the forward from the traced graph and never calls the modules, so a hook
+    that changes an output (a P-ClArC projection, for example) would silently be skipped."""
+    from torch.nn.modules import module as _module
+
+    names = [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        names.append("<global>")
+    return names
+
+
+def _refuse_hooks(model: nn.Module) -> None:
+    hooked = _forward_hooks(model)
+    if hooked:
+        raise LRPEngineUnsupported(f"forward hooks on {', '.join(repr(n) for n in hooked[:5])}"
+                                   f"{' ...' if len(hooked) > 5 else ''}: the prepared engine does not run module "
+                                   "forwards, so a hook that changes an output would be skipped; zennit runs them")
+
+
 class PreparedLRP:
     """LRP for one model and composite; call it as ``engine(x, target)``. Made by :func:`prepare_lrp`."""
 
@@ -282,6 +303,7 @@ class PreparedLRP:
             raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}")
         if canonizers not in ("auto", None):
             raise LRPEngineUnsupported("the prepared engine supports canonizers='auto' or None, not a custom list")
+        _refuse_hooks(model)
         # a weak reference: attribute() caches engines in a WeakKeyDictionary keyed by the model, which
         # a strong reference from the value would keep alive forever
         self._model = weakref.ref(model)
@@ -644,6 +666,9 @@ class PreparedLRP:
             raise ValueError(f"x must be a float tensor (N,C,H,W); got {type(x).__name__} "
                              f"{tuple(getattr(x, 'shape', ()))}")
         self._check_unchanged()
+        model = self._model()
+        if model is not None:
+            _refuse_hooks(model)  # hooks added after prepare_lrp()
         ref = self._params[0] if self._params else None
         if ref is not None:
             x = x.to(ref.device, ref.dtype)
