@@ -12,8 +12,13 @@ The pipeline is built to scale: the maps are reduced to ``n_components`` princip
 (fitted on at most 5,000 of them) before the neighbour search, the affinity and Laplacian are
 ``scipy.sparse`` matrices with about ``N * n_neighbors`` entries, and the eigenvectors come from
 ARPACK (:func:`scipy.sparse.linalg.eigsh`). Nothing of size N x N is ever formed, except a dense
-eigensolver for N <= 1,000 maps where it is faster and more robust than ARPACK (8 MB at most).
-20,000 maps of 32 x 32 take a few seconds and well under 1 GB.
+eigensolver (only the wanted eigenpairs) for N <= 200 maps, where ARPACK would be asked for nearly
+as many eigenpairs as there are maps. 20,000 maps of 32 x 32 take a few seconds and well under 1 GB.
+Up to issue 19 the dense solver ran up to 1,000 maps and computed all eigenpairs; ARPACK gives the
+same eigenvalues (to 1e-5) and the same labels for every k at least the number of connected
+components of the graph (for smaller k every solver picks an arbitrary basis of the repeated
+eigenvalue 0, so those labels were never determined by the data), at a third of the CPU time at
+N = 1,000 (tests/test_clustering.py).
 
 At archive scale (issue 19; numbers in benchmarks/README.md, clustering section):
 
@@ -31,6 +36,22 @@ At archive scale (issue 19; numbers in benchmarks/README.md, clustering section)
   recall of the approximate graph against exact search on 500 sampled maps is ``knn_recall_``.
 - *Mini-batch k-means* on the spectral embedding from ``large_n`` maps on (3 initialisations,
   batches of 8,192 rows) instead of ``n_init`` full k-means runs.
+- *Landmarks* from ``large_n`` maps on (``landmarks="auto"``, default): the spectral step (kNN
+  graph, Laplacian eigenvectors, k-means) runs on a seeded sample of :data:`LANDMARKS_AUTO`
+  (20,000) maps, and every other map takes the distance-weighted vote of its ``n_neighbors``
+  nearest landmarks in the reduced feature space, the rule :meth:`SpectralBase.predict` applies to
+  new maps (one faiss IVF index over the landmarks serves both). This is the landmark / Nystrom
+  route to large-scale spectral clustering (Fowlkes, Belongie, Chung & Malik 2004, *Spectral
+  grouping using the Nystrom method*; Chen & Cai 2011, *Large scale spectral clustering with
+  landmark-based representation*), here in its simplest form: the landmark graph is clustered
+  exactly as a 20,000-map set would be, and the assignment is a nearest-landmark vote rather
+  than an extension of the eigenvectors. Hence ``eigenvalues_``, ``embedding_``,
+  ``embedding_2d_``, ``affinity_`` and the eigengap describe the *landmark graph*
+  (``n_landmarks_`` rows), while ``labels_`` and ``features_`` cover all N maps. A strategy held
+  by a share p of the maps gets about p x 20,000 landmarks (20 at p = 0.1 %, more than the 10
+  neighbours of the graph). At N = 1,000,000 planted maps every count from 5,000 to 50,000 gave
+  ARI 1.00; 20,000 costs 12 CPU-s after the features (benchmarks/README.md). ``landmarks=None``
+  turns the path off (every map in the graph, as before), an int sets the sample size.
 
 The private :class:`SpectralBase` holds everything; :class:`SpRAy` feeds it one part (the
 relevance), :class:`xaibias.analysis.GEBI` two weighted parts (relevance and input image).
@@ -518,7 +539,8 @@ class SpectralBase(BaseEstimator):
     def labels_for(self, k: int) -> np.ndarray:
         """Cluster labels for ``k`` clusters on the fitted spectral embedding (cached, no refit).
 
-        Cheap: k-means on the first ``k`` eigenvectors only. Used for exports with several k
+        Cheap: k-means on the first ``k`` eigenvectors only (on the landmark path: k-means on the
+        landmarks, then the stored nearest-landmark vote for the other maps). Used for exports with several k
         (``cluster/kmeans-K``) and for widgets that switch the number of clusters.
         """
         if not hasattr(self, "embedding_"):
@@ -557,7 +579,8 @@ class SpectralBase(BaseEstimator):
         Each new map goes through the fitted reduction (same downsizing, normalisation, PCA and
         scaling), then takes a distance-weighted vote of the cluster labels of its
         ``n_neighbors`` nearest fitted maps. Maps from the fitted set get (almost always) their own
-        label back.
+        label back. On the landmark path the fitted maps searched are the landmarks, and the maps of
+        the fitted set that are not landmarks got their ``labels_`` by this same vote.
 
         Returns
         -------
@@ -631,9 +654,15 @@ class SpRAy(SpectralBase):
         Neighbour search: exact scikit-learn search, a faiss IVF index, or (default) exact below
         ``large_n`` maps and approximate from there on.
     large_n : int
-        From this many maps on, ``neighbors="auto"`` searches approximately and k-means runs in
-        mini-batches (default 50,000: below it exact search is fast enough and keeps the results
-        of earlier versions; see the module docstring).
+        From this many maps on, ``neighbors="auto"`` searches approximately, k-means runs in
+        mini-batches and the landmark path is taken (default 50,000: below it exact search is fast
+        enough and keeps the results of earlier versions; see the module docstring).
+    landmarks : "auto", int or None
+        From ``large_n`` maps on, cluster a seeded sample of this many landmark maps spectrally and
+        assign every other map by the vote of its nearest landmarks (the rule of :meth:`predict`);
+        ``"auto"`` (default) is 20,000 landmarks, ``None`` switches the path off. With at least as
+        many landmarks as maps the full path runs. The landmark sample (at its own size) follows
+        the same size rules as any fit: below ``large_n`` landmarks its graph is searched exactly.
 
     Attributes
     ----------
@@ -656,6 +685,14 @@ class SpRAy(SpectralBase):
     knn_recall_ : float
         Share of the exact ``n_neighbors`` nearest neighbours the graph holds, measured on 500
         sampled maps (1.0 for exact search).
+    landmark_indices_ : np.ndarray (n_landmarks_,) or None
+        Sorted rows of the landmark maps, or None when every map went through the spectral step.
+        With landmarks, ``eigenvalues_``, ``embedding_``, ``embedding_2d_``, ``affinity_`` and
+        ``knn_method_`` / ``knn_recall_`` describe the landmark graph; ``labels_`` covers all maps.
+    n_landmarks_ : int or None
+        Number of landmarks used (None: the full path).
+    landmark_knn_method_ : str or None
+        Search that assigns the other maps (and :meth:`predict`) to their nearest landmarks.
     """
 
     def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, size: int = 32,
