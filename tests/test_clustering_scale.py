@@ -270,3 +270,20 @@ def test_too_few_landmarks_for_the_graph_are_rejected():
         SpRAy(n_clusters=4, large_n=100, landmarks=8).fit(R)
     with pytest.raises(ValueError, match="at least n_clusters=12"):
         SpRAy(n_clusters=12, n_neighbors=5, large_n=100, landmarks=11).fit(R)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_uint8_image_chunks_equal_as_images(channels):
+    from xaibias._checks import as_images
+
+    u8 = np.random.default_rng(0).integers(0, 256, (20, channels, 5, 6), dtype=np.uint8)
+    u8[0] = 255
+    u8[1] = 0
+    src = ChunkSource(u8, "images", "images", chunk_rows=7)
+    parts = [t for _, _, t in src.chunks()]
+    assert [len(t) for t in parts] == [7, 7, 6]
+    got = torch.cat(parts)
+    assert got.dtype == torch.float32 and got.shape == (20, 3, 5, 6)
+    assert torch.equal(got, as_images(u8))  # the checked path, value for value
+    assert float(got[0].min()) == 1.0 and float(got[1].max()) == 0.0
+    assert torch.equal(src.rows(np.array([2, 5, 19])), as_images(u8[[2, 5, 19]]))

@@ -78,6 +78,12 @@ class ChunkSource:
 
     def _convert(self, block: Any) -> torch.Tensor:
         arr = np.asarray(block)
+        if self.kind == "images" and arr.dtype == np.uint8 and arr.ndim == 4 and len(arr):
+            # uint8 holds no NaN and nothing outside [0, 255], so as_images' finiteness and range checks
+            # cannot fail (at 1,000,000 images of 3 x 32 x 32 they cost 15 of GEBI's 69 CPU-s): scale
+            # directly, by the same operations (float, then / 255), to the same values
+            t = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
+            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
         if self.kind == "relevance" and arr.ndim == 4 and arr.shape[1] == 1:
             arr = arr[:, 0]  # one channel: the channel sum is the channel itself, without a copy
         if self.kind == "relevance":
