@@ -113,3 +113,24 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     fit = SpRAy(n_clusters=2, n_neighbors=5).fit(torch.randn(20, 8, 8))
     with pytest.raises(ValueError, match=r"index must have one entry per fitted map \(n=20\)"):
         write_analysis_h5(tmp_path / "b.h5", {0: (fit, np.arange(19))})
+
+
+def test_analysis_of_a_landmark_fit_writes_the_landmark_maps(tmp_path):
+    # from large_n maps on, SpRAy embeds a sample of landmarks and labels the rest by vote: the
+    # ViRelAy file must pair each embedded row with its own map index and label
+    g = torch.Generator().manual_seed(1)
+    R = torch.randn(600, 16, 16, generator=g) * 0.3
+    R[:300, :8, :8] += 3
+    R[300:, 8:, 8:] += 3
+    fit = SpRAy(n_clusters=2, n_neighbors=5, random_state=0, large_n=400, landmarks=450).fit(R)
+    keep = fit.landmark_indices_
+    assert keep is not None and len(keep) == 450 and len(fit.embedding_) == 450 and len(fit.labels_) == 600
+    positions = np.arange(1000, 1600)
+    path = write_analysis_h5(tmp_path / "landmarks.h5", {0: (fit, positions)}, ks=[2, 3])
+    back = read_analysis_h5(path)["00000000"]
+    np.testing.assert_array_equal(back["index"], positions[keep])
+    np.testing.assert_array_equal(back["embedding"]["spectral"], fit.embedding_)
+    np.testing.assert_array_equal(back["cluster"]["kmeans-02"], fit.labels_[keep])
+    np.testing.assert_array_equal(back["cluster"]["kmeans-03"], fit.labels_for(3)[keep])
+    with pytest.raises(ValueError, match=r"index must have one entry per fitted map \(n=600\)"):
+        write_analysis_h5(tmp_path / "bad.h5", {0: (fit, np.arange(450))})

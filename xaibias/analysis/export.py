@@ -152,7 +152,9 @@ def write_analysis_h5(path: str | os.PathLike, analyses: Mapping[Any, tuple[Any,
         Output ``.h5`` file (replaced atomically).
     analyses : mapping category -> (fitted estimator, index)
         One entry per category (an int class index becomes :func:`category_name`, a str is used
-        as is). ``index``: positions (n,) of the estimator's maps in the attribution file.
+        as is). ``index``: positions (n,) of the estimator's maps in the attribution file. An
+        estimator fitted with landmarks (``landmark_indices_`` set: SpRAy/GEBI on ``large_n`` maps
+        or more) has a spectral embedding for its landmark maps only; those are written.
     ks : iterable of int, optional
         Cluster counts to store as ``cluster/kmeans-KK`` (default: the fitted ``n_clusters_``);
         extra k come from :meth:`labels_for` on the fitted embedding (no refit).
@@ -170,9 +172,14 @@ def write_analysis_h5(path: str | os.PathLike, analyses: Mapping[Any, tuple[Any,
             if not hasattr(est, "embedding_"):
                 raise ValueError(f"analyses[{cat!r}]: the estimator is not fitted (no embedding_); call fit first")
             idx = _np(index).astype(np.int64)
-            n = len(est.embedding_)
+            n = len(est.labels_)
             if idx.shape != (n,):
                 raise ValueError(f"analyses[{cat!r}]: index must have one entry per fitted map (n={n}); got {describe(idx)}")
+            # with landmarks (SpRAy/GEBI from large_n maps on) the spectral embedding exists for the
+            # landmark maps only: ViRelAy gets those, with their labels
+            keep = getattr(est, "landmark_indices_", None)
+            if keep is not None:
+                idx = idx[keep]
             g = fh.create_group(category_name(cat) if isinstance(cat, (int, np.integer)) else str(cat))
             g.attrs["name"] = name
             g.create_dataset("index", data=idx.astype(np.uint32))
@@ -186,6 +193,8 @@ def write_analysis_h5(path: str | os.PathLike, analyses: Mapping[Any, tuple[Any,
             cl = g.create_group("cluster")
             for k in sorted({int(est.n_clusters_), *(ks or ())}):
                 lab = est.labels_ if k == est.n_clusters_ else est.labels_for(k)
+                if keep is not None:
+                    lab = np.asarray(lab)[keep]
                 d = cl.create_dataset(f"kmeans-{k:02d}", data=np.asarray(lab, dtype=np.uint32))
                 d.attrs["embedding"] = "spectral"
                 d.attrs["k"] = k
