@@ -213,3 +213,26 @@ def test_arpack_above_200_maps_gives_the_dense_solvers_spectrum_and_labels(monke
     np.testing.assert_array_equal(arpack.labels_, dense.labels_)
     for k in (5, 6, 8):  # k at least the number of planted groups: the same partition
         np.testing.assert_array_equal(arpack.labels_for(k), dense.labels_for(k))
+
+
+def test_small_fits_run_blas_on_one_thread(monkeypatch):
+    # the PCA and k-means of a few thousand maps are too small to share between threads (measured:
+    # one thread 1.3-8x faster on 2 cores); larger fits keep the caller's thread settings
+    from threadpoolctl import threadpool_info
+
+    import xaibias.analysis.spray as spray_mod
+
+    seen = []
+    inner = spray_mod.SpectralBase._fit_inputs
+
+    def spy(self, inputs, n):
+        seen.append(max(p["num_threads"] for p in threadpool_info()))
+        return inner(self, inputs, n)
+
+    monkeypatch.setattr(spray_mod.SpectralBase, "_fit_inputs", spy)
+    R = torch.rand(300, 8, 8, generator=torch.Generator().manual_seed(0))
+    spray_mod.SpRAy(n_clusters=2, n_neighbors=5).fit(R)
+    monkeypatch.setattr(spray_mod, "_ONE_THREAD_MAX_N", 100)
+    spray_mod.SpRAy(n_clusters=2, n_neighbors=5).fit(R)
+    assert seen[0] == 1
+    assert seen[1] == max(p["num_threads"] for p in threadpool_info())

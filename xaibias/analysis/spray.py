@@ -65,6 +65,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -77,6 +78,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from .._checks import as_relevance, check_same_n, describe
 from ._chunked import ChunkSource, as_source, is_chunked
@@ -92,6 +94,8 @@ _NEIGHBORS = ("auto", "exact", "approx")
 _DENSE_EIG_MAX_N = 200  # up to this many maps a dense eigensolver (ARPACK needs k well below N)
 #: ``landmarks="auto"``: maps in the landmark sample from ``large_n`` on (benchmarks/README.md, clustering)
 LANDMARKS_AUTO = 20_000
+#: fits of at most this many maps run their BLAS/OpenMP work on one thread (benchmarks/README.md, clustering)
+_ONE_THREAD_MAX_N = 20_000
 _PCA_FIT_SAMPLES = 5000  # the PCA basis is fitted on at most this many maps (then applied to all)
 _CHUNK = 2048  # maps resized per step, bounds the temporary memory
 
@@ -469,6 +473,12 @@ class SpectralBase(BaseEstimator):
         inputs = self._inputs(relevance, images, fitting=True)
         n = len(next(iter(inputs.values())))
         self._check_n(n)
+        # up to _ONE_THREAD_MAX_N maps the BLAS/OpenMP work (PCA, k-means) is too small to share
+        # between threads: measured on 2 cores, one thread was 1.3-8x faster from 1,000 to 20,000 maps
+        with threadpool_limits(1) if n <= _ONE_THREAD_MAX_N else contextlib.nullcontext():
+            return self._fit_inputs(inputs, n)
+
+    def _fit_inputs(self, inputs: dict[str, Any], n: int) -> SpectralBase:
         X = self._features(inputs, fit=True)
         L = self._landmark_rows(n)
         self.landmark_indices_ = L
