@@ -31,7 +31,7 @@ GOALS = {
     "03_global_saliency_ink": "Global saliency on ink masks across four training sets; does it predict failure?",
     "04_crp_and_robustness": "Concept relevance (CRP) on lesions and chest X-rays; LRP robustness; a border-bias fix",
     "05_measuring_bias": "Known-bias synthetic sets: RMA, RRA, AOPC, Welch tests, biased vs unbiased models",
-    "06_reducing_bias": "Resampling, artifact augmentation and a relevance penalty, each re-measured",
+    "06_reducing_bias": "Resampling, artifact augmentation, relevance penalties (gradient and LRP) and a trainable attention gate, each re-measured",
     "07_reveal_to_revise": "Concept vectors find and localise artifacts; seven corrections compared on three artifacts, worst-group accuracy",
 }
 
