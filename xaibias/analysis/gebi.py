@@ -38,8 +38,9 @@ import torch
 from .._checks import as_images, as_relevance, check_same_n
 from ._chunked import as_source, is_chunked
 from ._neighbors import APPROX_MIN_N
+from ._reduce import Reducer
 from .agreement import agreement_baselines, as_artifact_frame, cluster_agreement
-from .spray import Reducer, SpectralBase, SpRAy
+from .spray import SpectralBase, SpRAy
 
 __all__ = ["GEBI", "spray_vs_gebi", "SPRAY_VS_GEBI_COLUMNS"]
 
