@@ -50,7 +50,6 @@ the engine runs eagerly.
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 import weakref
@@ -60,6 +59,23 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ._lrp_trace import (
+    LRPEngineUnsupported,
+    Ref,
+    eval_bn,
+    is_densenet_head,
+    is_stochastic_depth,
+    merge_pairs,
+    node_refs,
+    refuse_hooks,
+    resolve,
+    template,
+    template_call,
+    tensor_method,
+    trace_model,
+    unsupported,
+    without_inplace,
+)
 from .lrp_rules import (
     STABILIZER,
     AlphaBetaRule,
@@ -114,10 +130,6 @@ _DIV = (operator.truediv, operator.itruediv, torch.div)
 _META_METHODS = ("size", "dim")
 
 
-class LRPEngineUnsupported(ValueError):
-    """The prepared engine cannot reproduce zennit on this model (the message names the layer)."""
-
-
 def _rules(composite: str, epsilon: float, low, high) -> tuple[LinearRule, LinearRule, LinearRule | None, tuple]:
     """(conv rule, linear rule, first-layer rule, module types the first-layer rule applies to)."""
     from zennit.types import Convolution, Linear
@@ -137,156 +149,6 @@ def _rules(composite: str, epsilon: float, low, high) -> tuple[LinearRule, Linea
     raise LRPEngineUnsupported(f"the prepared engine has no composite {composite!r}; it knows {ENGINE_COMPOSITES}")
 
 
-class _Ref:
-    """A reference to an earlier step's result inside a call's arguments."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _template(a: Any) -> Any:
-    return fx.node.map_arg(a, lambda n: _Ref(n.name))
-
-
-def _resolve(t: Any, env: dict) -> Any:
-    if isinstance(t, _Ref):
-        return env[t.name]
-    if isinstance(t, tuple):
-        return tuple(_resolve(v, env) for v in t)
-    if isinstance(t, list):
-        return [_resolve(v, env) for v in t]
-    if isinstance(t, dict):
-        return {k: _resolve(v, env) for k, v in t.items()}
-    return t
-
-
-def _refs(t: Any) -> list[str]:
-    out: list[str] = []
-    fx.node.map_arg(t, lambda n: out.append(n.name) or n)
-    return out
-
-
-class _Tracer(fx.Tracer):
-    """fx tracer that records, per node, the torchvision residual block and the module it was created in."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._blocks: list[str] = []
-        self._owners: list[nn.Module] = []
-
-    def call_module(self, m, forward, args, kwargs):  # noqa: D102
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-
-        block = isinstance(m, (BasicBlock, Bottleneck))
-        if block:
-            if type(m).forward not in (BasicBlock.forward, Bottleneck.forward):
-                raise LRPEngineUnsupported(f"{self.path_of_module(m)!r} ({type(m).__name__}) overrides the "
-                                           "torchvision block's forward, which zennit's ResNetCanonizer replaces")
-            self._blocks.append(self.path_of_module(m))
-        self._owners.append(m)
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        finally:
-            self._owners.pop()
-            if block:
-                self._blocks.pop()
-
-    def create_node(self, *args, **kwargs):  # noqa: D102
-        node = super().create_node(*args, **kwargs)
-        node.meta["xb_block"] = self._blocks[-1] if self._blocks else None
-        node.meta["xb_owner"] = self._owners[-1] if self._owners else self.root
-        return node
-
-
-def _trace(model: nn.Module) -> fx.Graph:
-    """Trace in eval mode with DenseNet checkpointing off (both leave the function unchanged), then restore."""
-    from torchvision.models.densenet import _DenseLayer
-
-    modes = [(m, m.training) for m in model.modules()]
-    dense = [(m, m.memory_efficient) for m in model.modules() if isinstance(m, _DenseLayer)]
-    try:
-        model.eval()
-        for m, _ in dense:
-            m.memory_efficient = False
-        return _Tracer().trace(model)
-    except LRPEngineUnsupported:
-        raise
-    except Exception as exc:  # noqa: BLE001 - fx raises many kinds of errors on untraceable code
-        raise LRPEngineUnsupported(f"prepare_lrp could not trace {type(model).__name__} with torch.fx "
-                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for m, flag in dense:
-            m.memory_efficient = flag
-
-
-def _merge_pairs(model: nn.Module) -> dict[str, str]:
-    """{batch-norm name: linear name} exactly as zennit's SequentialMergeBatchNorm pairs them (leaf order)."""
-    from zennit.core import collect_leaves
-    from zennit.types import BatchNorm, Linear
-
-    names = {id(m): n for n, m in model.named_modules()}
-    pairs, last = {}, None
-    for leaf in collect_leaves(model):
-        if isinstance(last, Linear) and isinstance(leaf, BatchNorm):
-            pairs[names[id(leaf)]] = names[id(last)]
-        last = leaf
-    return pairs
-
-
-def _unsupported(node: fx.Node, what: str) -> LRPEngineUnsupported:
-    return LRPEngineUnsupported(f"prepare_lrp cannot handle {what} at node {node.name!r}; use engine='zennit' "
-                                "(attribute() falls back to zennit by itself with engine='auto')")
-
-
-def _eval_bn(mod: nn.Module):
-    """The batch norm with its running statistics (eval semantics in any mode), live parameters."""
-
-    def bn(a: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(a, mod.running_mean, mod.running_var, mod.weight, mod.bias, False, 0.0, mod.eps)
-
-    return bn
-
-
-def _without_inplace(mod: nn.Module) -> nn.Module:
-    if getattr(mod, "inplace", False):
-        mod = copy.copy(mod)  # shares the parameters; only the flag differs
-        mod.inplace = False
-    return mod
-
-
-def _is_densenet_head(node: fx.Node) -> bool:
-    """Is ``node`` an operation of torchvision's ``DenseNet.forward`` (the head DenseNetCanonizer rewrites)?"""
-    from torchvision.models.densenet import DenseNet
-
-    owner = node.meta.get("xb_owner")
-    return isinstance(owner, DenseNet) and type(owner).forward is DenseNet.forward
-
-
-def _forward_hooks(model: nn.Module) -> list[str]:
-    """Names of the modules whose forward has hooks (and ``"<global>"`` for hooks on every module).
-
-    The engine recomputes the forward from the traced graph and never calls the modules, so a hook
-    that changes an output (a P-ClArC projection, for example) would silently be skipped."""
-    from torch.nn.modules import module as _module
-
-    names = [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        names.append("<global>")
-    return names
-
-
-def _refuse_hooks(model: nn.Module) -> None:
-    hooked = _forward_hooks(model)
-    if hooked:
-        raise LRPEngineUnsupported(f"forward hooks on {', '.join(repr(n) for n in hooked[:5])}"
-                                   f"{' ...' if len(hooked) > 5 else ''}: the prepared engine does not run module "
-                                   "forwards, so a hook that changes an output would be skipped; zennit runs them")
-
-
 class PreparedLRP:
     """LRP for one model and composite; call it as ``engine(x, target)``. Made by :func:`prepare_lrp`."""
 
@@ -303,7 +165,7 @@ class PreparedLRP:
             raise ValueError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}")
         if canonizers not in ("auto", None):
             raise LRPEngineUnsupported("the prepared engine supports canonizers='auto' or None, not a custom list")
-        _refuse_hooks(model)
+        refuse_hooks(model)
         # a weak reference: attribute() caches engines in a WeakKeyDictionary keyed by the model, which
         # a strong reference from the value would keep alive forever
         self._model = weakref.ref(model)
@@ -318,10 +180,10 @@ class PreparedLRP:
             merge, concat_norms = find_densenet_batchnorms(model)
             pairs, after_concat, exact = {bn: lin for lin, bn in merge}, set(concat_norms), True
         else:
-            pairs, exact = (_merge_pairs(model) if canonizers == "auto" else {}), False
+            pairs, exact = (merge_pairs(model) if canonizers == "auto" else {}), False
         modules = dict(model.named_modules())
         first_name = next((n for n, m in modules.items() if first_types and isinstance(m, first_types)), None)
-        graph = _trace(model)
+        graph = trace_model(model)
         self.steps: list[list] = []
         self.rules: dict[str, str] = {}
         by_name: dict[str, list] = {}
@@ -340,75 +202,75 @@ class PreparedLRP:
             tensor_args = [a for a in node.args if isinstance(a, fx.Node)]
             if op == "placeholder":
                 if self.input_name is not None:
-                    raise _unsupported(node, "a second forward argument")
+                    raise unsupported(node, "a second forward argument")
                 self.input_name = name
                 add(["input", name])
             elif op == "output":
                 if not isinstance(node.args[0], fx.Node):
-                    raise _unsupported(node, "an output that is not a single tensor")
+                    raise unsupported(node, "an output that is not a single tensor")
                 add(["output", node.args[0].name])
             elif op == "get_attr":
-                raise _unsupported(node, f"the tensor {tgt!r} used directly in the forward (no layer holds it)")
+                raise unsupported(node, f"the tensor {tgt!r} used directly in the forward (no layer holds it)")
             elif op == "call_module":
                 mod = modules[tgt]
                 if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
-                    raise _unsupported(node, f"the layer {tgt!r} called with other than one tensor")
+                    raise unsupported(node, f"the layer {tgt!r} called with other than one tensor")
                 src = args[0]
                 if isinstance(mod, _LINEAR):
                     if tgt in seen_linear:
-                        raise _unsupported(node, f"the layer {tgt!r} used twice")
+                        raise unsupported(node, f"the layer {tgt!r} used twice")
                     seen_linear.add(tgt)
                     if type(mod) not in _LINEAR:
-                        raise _unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
+                        raise unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
                     if isinstance(mod, nn.Conv2d) and mod.padding_mode != "zeros":
-                        raise _unsupported(node, f"Conv2d {tgt!r} with padding_mode={mod.padding_mode!r}")
+                        raise unsupported(node, f"Conv2d {tgt!r} with padding_mode={mod.padding_mode!r}")
                     if tgt == first_name:
                         rule = first_rule
                         if rule.probe != "input" and src != self.input_name:
-                            raise _unsupported(node, f"the first layer {tgt!r} not reading the model input")
+                            raise unsupported(node, f"the first layer {tgt!r} not reading the model input")
                     else:
                         rule = conv_rule if isinstance(mod, nn.Conv2d) else lin_rule
                     self.rules[tgt] = repr(rule)
                     add(["linear", name, src, mod, None, rule, exact])
                 elif isinstance(mod, _BN) and type(mod) in _BN:
                     if mod.running_mean is None:
-                        raise _unsupported(node, f"BatchNorm {tgt!r} without running statistics")
+                        raise unsupported(node, f"BatchNorm {tgt!r} without running statistics")
                     if tgt in pairs:
                         prev = by_name.get(src)
                         if prev is None or prev[0] != "linear" or prev[3] is not modules[pairs[tgt]]:
-                            raise _unsupported(node, f"BatchNorm {tgt!r} that zennit merges into {pairs[tgt]!r} "
+                            raise unsupported(node, f"BatchNorm {tgt!r} that zennit merges into {pairs[tgt]!r} "
                                                      "but that does not directly follow it here")
                         if users[src] != 1:
-                            raise _unsupported(node, f"the output of {pairs[tgt]!r} used besides BatchNorm {tgt!r}")
+                            raise unsupported(node, f"the output of {pairs[tgt]!r} used besides BatchNorm {tgt!r}")
                         if mod.weight is None:
-                            raise _unsupported(node, f"BatchNorm {tgt!r} without affine parameters")
+                            raise unsupported(node, f"BatchNorm {tgt!r} without affine parameters")
                         prev[4] = mod
                         add(["alias", name, src])
                     elif tgt in after_concat:  # DenseNetCanonizer gives it Pass
-                        add(["pass", name, src, _eval_bn(mod), False])
+                        add(["pass", name, src, eval_bn(mod), False])
                     else:  # no canonizer merges it: zennit passes the ordinary gradient
-                        add(["grad", name, _eval_bn(mod), (_Ref(src),), {}, False, [src]])
+                        add(["grad", name, eval_bn(mod), (Ref(src),), {}, False, [src]])
                 elif isinstance(mod, Activation) and not isinstance(mod, nn.MultiheadAttention):
-                    add(["pass", name, src, _without_inplace(mod), isinstance(mod, _POSITIVE_ACTIVATIONS)])
+                    add(["pass", name, src, without_inplace(mod), isinstance(mod, _POSITIVE_ACTIVATIONS)])
                 elif type(mod) in (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten):
                     if getattr(mod, "return_indices", False):
-                        raise _unsupported(node, f"{type(mod).__name__} {tgt!r} with return_indices=True")
-                    add(["grad", name, mod, (_Ref(src),), {}, None, [src]])
+                        raise unsupported(node, f"{type(mod).__name__} {tgt!r} with return_indices=True")
+                    add(["grad", name, mod, (Ref(src),), {}, None, [src]])
                 elif type(mod) in (nn.AvgPool2d, nn.AdaptiveAvgPool2d):
                     add(["norm", name, [src], mod])
                 elif type(mod) in _DROP:
                     add(["alias", name, src])
                 else:
-                    raise _unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
+                    raise unsupported(node, f"the layer {tgt!r} of type {type(mod).__name__}")
             elif op in ("call_function", "call_method"):
                 fname = getattr(tgt, "__name__", str(tgt))
                 fn = tgt if op == "call_function" else None
                 method = tgt if op == "call_method" else None
-                refs = _refs((node.args, node.kwargs))
+                refs = node_refs((node.args, node.kwargs))
                 kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
-                tmpl_args, tmpl_kwargs = _template(tuple(node.args)), _template(kwargs)
+                tmpl_args, tmpl_kwargs = template(tuple(node.args)), template(kwargs)
                 if method is not None:  # in-place methods (add_, relu_, ...) computed out of place
-                    fn = _method(method.rstrip("_"))
+                    fn = tensor_method(method.rstrip("_"))
                 if op == "call_method" and tgt in _META_METHODS or (
                         op == "call_function" and tgt is getattr and len(node.args) == 2
                         and node.args[1] in ("shape", "ndim", "dtype", "device")) or (
@@ -417,23 +279,23 @@ class PreparedLRP:
                     add(["meta", name, fn, tmpl_args, tmpl_kwargs])
                 elif any(r in meta for r in refs) and not (
                         (op == "call_function" and tgt in _GRAD_FUNCTIONS) or (op == "call_method" and tgt in _GRAD_METHODS)):
-                    raise _unsupported(node, f"the operation {op} {fname!r} with computed sizes")
-                elif op == "call_function" and fname == "stochastic_depth" and _is_stochastic_depth(tgt):
+                    raise unsupported(node, f"the operation {op} {fname!r} with computed sizes")
+                elif op == "call_function" and fname == "stochastic_depth" and is_stochastic_depth(tgt):
                     add(["alias", name, args[0]])  # the identity in eval mode (EfficientNet's MBConv)
                 elif (op == "call_function" and tgt in (operator.add, torch.add, operator.iadd)) and resnet \
                         and node.meta.get("xb_block") and len(tensor_args) == 2 and not node.kwargs:
                     add(["norm", name, [a.name for a in tensor_args], None])  # ResNetCanonizer's Sum: Norm
-                elif densenet and op == "call_function" and tgt in (F.relu, torch.relu) and _is_densenet_head(node):
+                elif densenet and op == "call_function" and tgt in (F.relu, torch.relu) and is_densenet_head(node):
                     add(["pass", name, args[0], F.relu, True])  # DenseNetCanonizer's head ReLU module
-                elif densenet and op == "call_function" and tgt is F.adaptive_avg_pool2d and _is_densenet_head(node):
-                    add(["norm", name, [args[0]], _template_call(F.adaptive_avg_pool2d, tmpl_args, tmpl_kwargs)])
+                elif densenet and op == "call_function" and tgt is F.adaptive_avg_pool2d and is_densenet_head(node):
+                    add(["norm", name, [args[0]], template_call(F.adaptive_avg_pool2d, tmpl_args, tmpl_kwargs)])
                 elif (op == "call_function" and tgt in _MUL) or (op == "call_method" and tgt in _MUL_METHODS):
                     if len(tensor_args) == 2 and not kwargs:
                         add(["mul", name, tensor_args[0].name, tensor_args[1].name])
                     elif len(tensor_args) == 1:  # a constant factor
                         add(["grad", name, operator.mul, tmpl_args, tmpl_kwargs, False, refs])
                     else:
-                        raise _unsupported(node, f"the product {fname!r} of these arguments")
+                        raise unsupported(node, f"the product {fname!r} of these arguments")
                 elif op == "call_function" and tgt in _DIV and len(tensor_args) == 1 \
                         and isinstance(node.args[0], fx.Node) and not kwargs:
                     add(["grad", name, operator.truediv, tmpl_args, {}, False, refs])
@@ -444,13 +306,13 @@ class PreparedLRP:
                     add(["grad", name, fn, tmpl_args, tmpl_kwargs, positive, [r for r in refs if r not in meta]])
                 elif (op == "call_function" and tgt in _SMOOTH_FUNCTIONS) or (op == "call_method" and tgt in _SMOOTH_METHODS):
                     if len(tensor_args) != 1 or not isinstance(node.args[0], fx.Node) or len(refs) != 1:
-                        raise _unsupported(node, f"the function {fname!r} of more than one tensor")
+                        raise unsupported(node, f"the function {fname!r} of more than one tensor")
                     positive = _SMOOTH_FUNCTIONS[tgt] if op == "call_function" else _SMOOTH_METHODS[tgt]
                     add(["smooth", name, fn, tmpl_args, tmpl_kwargs, positive, args[0]])
                 else:
-                    raise _unsupported(node, f"the operation {op} {fname!r}")
+                    raise unsupported(node, f"the operation {op} {fname!r}")
             else:
-                raise _unsupported(node, f"the node kind {op!r}")
+                raise unsupported(node, f"the node kind {op!r}")
         if first_name is not None and first_name not in self.rules:
             raise LRPEngineUnsupported(f"the first layer {first_name!r} is not called in the forward")
         self._lins = {s[1]: self._lin(s[3]) for s in self.steps if s[0] == "linear"}
@@ -554,20 +416,20 @@ class PreparedLRP:
                 real[name], relay[name], nonneg[name] = real[s[2]], relay[s[2]], nonneg[s[2]]
             elif kind == "meta":
                 _, _, fn, a, kw = s
-                real[name] = relay[name] = fn(*_resolve(a, real), **_resolve(kw, real))
+                real[name] = relay[name] = fn(*resolve(a, real), **resolve(kw, real))
                 nonneg[name] = False
             elif kind == "grad":  # ordinary gradient, (piecewise) constant Jacobian
                 _, _, fn, a, kw, positive, srcs = s
-                relay[name] = fn(*_resolve(a, relay), **_resolve(kw, relay))
-                real[name] = fn(*_resolve(a, real), **_resolve(kw, real)) if cg else relay[name]
+                relay[name] = fn(*resolve(a, relay), **resolve(kw, relay))
+                real[name] = fn(*resolve(a, real), **resolve(kw, real)) if cg else relay[name]
                 nonneg[name] = positive is True or (positive is None and all(nonneg[n] for n in srcs))
             elif kind == "smooth":  # ordinary gradient of an element-wise function
                 _, _, fn, a, kw, positive, src = s
                 if not cg:
-                    relay[name] = real[name] = fn(*_resolve(a, relay), **_resolve(kw, relay))
+                    relay[name] = real[name] = fn(*resolve(a, relay), **resolve(kw, relay))
                 else:  # the derivative at the real values, with their parameter graph
                     xr = real[src] if real[src].requires_grad else real[src].detach().requires_grad_(True)
-                    y = fn(*_resolve(a, {**real, src: xr}), **_resolve(kw, real))
+                    y = fn(*resolve(a, {**real, src: xr}), **resolve(kw, real))
                     (d,) = torch.autograd.grad(y.sum(), xr, create_graph=True)
                     real[name], relay[name] = y, Relay.apply(y, relay[src], d)
                 nonneg[name] = positive
@@ -668,7 +530,7 @@ class PreparedLRP:
         self._check_unchanged()
         model = self._model()
         if model is not None:
-            _refuse_hooks(model)  # hooks added after prepare_lrp()
+            refuse_hooks(model)  # hooks added after prepare_lrp()
         ref = self._params[0] if self._params else None
         if ref is not None:
             x = x.to(ref.device, ref.dtype)
@@ -686,32 +548,6 @@ class PreparedLRP:
         used = [g for g in grads if g is not None]
         rel = sum(used[1:], used[0]) if used else torch.zeros_like(x)
         return rel.sum(1) if pool == "sum" else rel
-
-
-def _is_stochastic_depth(fn) -> bool:
-    from torchvision.ops import stochastic_depth
-
-    return fn is stochastic_depth
-
-
-def _method(name: str):
-    """``Tensor.<name>`` as a function of the tensor and the call's other arguments."""
-    attr = getattr(torch.Tensor, name)
-
-    def call(t, *args, **kwargs):
-        return attr(t, *args, **kwargs)
-
-    call.__name__ = name
-    return call
-
-
-def _template_call(fn, tmpl_args: tuple, tmpl_kwargs: dict):
-    """``fn`` applied to one tensor with the call's other (constant) arguments."""
-
-    def call(t):
-        return fn(t, *tmpl_args[1:], **tmpl_kwargs)
-
-    return call
 
 
 def prepare_lrp(model: nn.Module, composite: str = "EpsilonPlusFlat", canonizers: str | None = "auto",
