@@ -56,6 +56,27 @@ __all__ = [
 # small models
 
 
+def _vgg_stages(w: int) -> list[list[nn.Module]]:
+    """The three conv stages of the small VGGs (widths w, 2w, 4w; one conv-BN-ReLU in the first, two
+    in the others; each ending in a 2x2 max-pool), built in this order (the random initialisation
+    consumes the generator in it)."""
+    stages: list[list[nn.Module]] = []
+    cin = 3
+    for stage, cout in enumerate((w, 2 * w, 4 * w)):
+        layers: list[nn.Module] = []
+        for rep in range(1 if stage == 0 else 2):
+            layers += [nn.Conv2d(cin if rep == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+        layers.append(nn.MaxPool2d(2))
+        stages.append(layers)
+        cin = cout
+    return stages
+
+
+def _vgg_classifier(w: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """The small VGGs' head on the 4x4-pooled 4w channels."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 16, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, num_classes))
+
+
 class SmallVGG(nn.Module):
     """A VGG-style CNN for 32-128 px inputs: conv stages of width w, 2w, 4w, each ending in max-pool.
 
@@ -67,23 +88,10 @@ class SmallVGG(nn.Module):
 
     def __init__(self, num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> None:
         super().__init__()
-        w = width
-        layers: list[nn.Module] = []
-        cin = 3
-        for stage, cout in enumerate((w, 2 * w, 4 * w)):
-            for rep in range(1 if stage == 0 else 2):
-                layers += [nn.Conv2d(cin if rep == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-            layers.append(nn.MaxPool2d(2))
-            cin = cout
-        self.features = nn.Sequential(*layers)
+        stages = _vgg_stages(width)
+        self.features = nn.Sequential(*stages[0], *stages[1], *stages[2])
         self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(4 * w * 16, 64),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(64, num_classes),
-        )
+        self.classifier = _vgg_classifier(width, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(self.features(x)))
@@ -102,29 +110,14 @@ class SmallVGGAttention(nn.Module):
 
     def __init__(self, num_classes: int = 2, width: int = 16, dropout: float = 0.2) -> None:
         super().__init__()
-        w = width
-        stages: list[list[nn.Module]] = []
-        cin = 3
-        for stage, cout in enumerate((w, 2 * w, 4 * w)):
-            layers: list[nn.Module] = []
-            for rep in range(1 if stage == 0 else 2):
-                layers += [nn.Conv2d(cin if rep == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-            layers.append(nn.MaxPool2d(2))
-            stages.append(layers)
-            cin = cout
+        stages = _vgg_stages(width)
         self.features = nn.Sequential(*stages[0], *stages[1])
-        self.gate = nn.Conv2d(2 * w, 1, 1)
+        self.gate = nn.Conv2d(2 * width, 1, 1)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         self.deep = nn.Sequential(*stages[2])
         self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(4 * w * 16, 64),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(64, num_classes),
-        )
+        self.classifier = _vgg_classifier(width, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
