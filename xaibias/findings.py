@@ -12,6 +12,12 @@ measured is printed from variables. This module is the small vocabulary for that
   with a margin over seeds; the notebook says so.
 - :func:`verdict` picks the sentence that matches a measured condition.
 - :func:`paper_vs_run` lays out a paper's numbers beside this run's.
+- :func:`compare` (from :mod:`xaibias.comparison`) compares two estimates, or an estimate and a
+  named baseline, and picks the verdict word from the interval alone; every comparative word a
+  notebook prints about its run comes from it.
+- :func:`model_gate`, :func:`cav_gate`, :func:`clustering_gate` (from :mod:`xaibias.validity`) flag a
+  collapsed model, a CAV at chance and a clustering at its baselines; numbers resting on a flagged
+  object are printed as not interpretable (:func:`guard`, or ``compare(..., gates=[...])``).
 - ``with all_hold():`` around a notebook's closing checks evaluates (and records) every check
   before it raises one AssertionError listing all that failed.
 
@@ -20,13 +26,12 @@ appended to it as one JSON line (name, value, interval, bound, margin, seed, tor
 ``tools/check_margins.py`` runs the notebooks over seeds and thread counts and turns those lines
 into the margins table in ``benchmarks/margins.md``.
 
-This module imports nothing from the rest of :mod:`xaibias` except :mod:`xaibias.config`.
+This module imports only :mod:`xaibias.comparison` and :mod:`xaibias.validity` from the package.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,11 +39,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
-import torch
 
-from . import config
+from .comparison import WORDS, Comparison, Estimate, compare, estimate, run_context, to_number
+from .validity import Gate, artifact_rule_accuracy, cav_gate, clustering_gate, guard, model_gate
 
-__all__ = ["Finding", "check", "observe", "verdict", "paper_vs_run", "all_hold", "OPS"]
+__all__ = ["Finding", "check", "observe", "verdict", "paper_vs_run", "all_hold", "OPS",
+           "Estimate", "estimate", "Comparison", "compare", "WORDS",
+           "Gate", "model_gate", "cav_gate", "clustering_gate", "artifact_rule_accuracy", "guard"]
 
 OPS = (">", ">=", "<", "<=")
 _DEFERRED: list[list[str]] = []  # one list of failed lines per open all_hold() block
@@ -75,33 +82,12 @@ class Finding:
         return f"{status} {text} {self.op} {format(self.bound, fmt)} (margin {format(self.margin, fmt)})"
 
 
-def _number(name: str, what: str, x: Any) -> float | None:
-    if x is None:
-        return None
-    if isinstance(x, torch.Tensor):
-        if x.numel() != 1:
-            raise ValueError(f"{name}: {what} must be a single number; got a tensor of shape {tuple(x.shape)}")
-        x = x.item()
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: {what} must be a number; got {type(x).__name__} {x!r}") from None
-    if math.isnan(v):
-        raise ValueError(f"{name}: {what} is NaN; a finding cannot rest on a NaN")
-    return v
-
-
 def _record(f: Finding) -> None:
     path = os.environ.get("XAIBIAS_FINDINGS", "").strip()
     if not path:
         return
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(asdict(f)) + "\n")
-
-
-def _context() -> dict:
-    return {"seed": config.read_seed(), "threads": torch.get_num_threads(),
-            "notebook": os.environ.get("XAIBIAS_NOTEBOOK", "")}
 
 
 def check(
@@ -148,10 +134,10 @@ def check(
     """
     if op not in OPS:
         raise ValueError(f"{name}: op must be one of {OPS}; got {op!r}")
-    v = _number(name, "value", value)
-    b = _number(name, "bound", bound)
-    lo = _number(name, "low", low)
-    hi = _number(name, "high", high)
+    v = to_number(name, "value", value)
+    b = to_number(name, "bound", bound)
+    lo = to_number(name, "low", low)
+    hi = to_number(name, "high", high)
     if lo is not None and hi is not None and lo > hi:
         raise ValueError(f"{name}: interval low {lo} is above high {hi}")
     if op in (">", ">="):
@@ -163,7 +149,7 @@ def check(
         margin = b - tested
         passed = margin > 0 if op == "<" else margin >= 0
     f = Finding(name=name, value=v, op=op, bound=b, low=lo, high=hi, margin=margin, passed=bool(passed),
-                **_context())
+                **run_context())
     _record(f)
     line = f.line(fmt)
     if not quiet:
@@ -191,8 +177,8 @@ def all_hold() -> Iterator[None]:
 def observe(name: str, value: Any, *, low: Any = None, high: Any = None, fmt: str = ".3f",
             quiet: bool = False) -> Finding:
     """Print and record a measured number that the notebook does not assert."""
-    f = Finding(name=name, value=_number(name, "value", value), kind="observation",
-                low=_number(name, "low", low), high=_number(name, "high", high), **_context())
+    f = Finding(name=name, value=to_number(name, "value", value), kind="observation",
+                low=to_number(name, "low", low), high=to_number(name, "high", high), **run_context())
     _record(f)
     if not quiet:
         print(f.line(fmt))

@@ -36,6 +36,8 @@ def bootstrap_ci(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    paired: bool = False,
+    strata: Any = None,
 ) -> tuple[float, float, float]:
     """Point value and percentile bootstrap interval of ``statistic(*samples)``.
 
@@ -52,6 +54,13 @@ def bootstrap_ci(
         Coverage of the interval, in (0, 1).
     seed : int
         Seed of the resampling (same seed, same interval).
+    paired : bool
+        Resample the samples together (one index draw for all of them): they must have the same
+        length, entry ``i`` of each belonging to the same unit (for example a score and a label of
+        image ``i``, or two models' correctness on image ``i``). Default: each sample on its own.
+    strata : 1-D array, optional
+        Only with ``paired``: a group id per unit; units are resampled within their group, so each
+        resample keeps the group sizes (for an AUROC, pass the labels, so no resample lacks a class).
 
     Returns
     -------
@@ -65,6 +74,16 @@ def bootstrap_ci(
     if int(n_boot) < 100:
         raise ValueError(f"n_boot must be at least 100 for a percentile interval; got {n_boot!r}")
     arrays = [_as_1d(s, i) for i, s in enumerate(samples)]
+    if strata is not None and not paired:
+        raise ValueError("bootstrap_ci: strata= needs paired=True (one index draw for all samples)")
+    if paired and len({a.size for a in arrays}) > 1:
+        raise ValueError(f"bootstrap_ci: paired samples must have the same length; got {[a.size for a in arrays]}")
+    groups = None
+    if strata is not None:
+        st = np.asarray(strata.detach().cpu() if isinstance(strata, torch.Tensor) else strata).reshape(-1)
+        if st.size != arrays[0].size:
+            raise ValueError(f"bootstrap_ci: strata has {st.size} entries for samples of length {arrays[0].size}")
+        groups = [np.flatnonzero(st == g) for g in np.unique(st)]
     if statistic is None:
         if len(arrays) == 1:
             statistic = np.mean
@@ -76,8 +95,16 @@ def bootstrap_ci(
     value = float(statistic(*arrays))
     rng = np.random.default_rng(seed)
     draws = np.empty(int(n_boot))
+    n = arrays[0].size
     for k in range(int(n_boot)):
-        draws[k] = statistic(*(a[rng.integers(0, a.size, a.size)] for a in arrays))
+        if groups is not None:
+            idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
+            draws[k] = statistic(*(a[idx] for a in arrays))
+        elif paired:
+            idx = rng.integers(0, n, n)
+            draws[k] = statistic(*(a[idx] for a in arrays))
+        else:
+            draws[k] = statistic(*(a[rng.integers(0, a.size, a.size)] for a in arrays))
     if np.isnan(draws).any() or np.isnan(value):
         raise ValueError("bootstrap_ci: the statistic returned NaN on the data or a resample")
     alpha = (1 - level) / 2
