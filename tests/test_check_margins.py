@@ -41,3 +41,28 @@ def test_pipes_in_names_are_escaped(tmp_path):
     table = cm.margins_table(cm.load_findings(tmp_path), cm.load_runs(tmp_path))
     assert "| 03_x | largest \\|x - 1\\| | < 0.5 |" in table
 
+
+
+def test_verdict_sheet_lists_every_recorded_verdict_and_gate(tmp_path, monkeypatch):
+    import torch
+
+    import xaibias as xb
+
+    for seed, acc in ((0, (0.62, 0.55, 0.69)), (1, (0.53, 0.46, 0.60))):
+        f = tmp_path / f"02_x-s{seed}-t1.jsonl"
+        monkeypatch.setenv("XAIBIAS_FINDINGS", str(f))
+        monkeypatch.setenv("XAIBIAS_SEED", str(seed))
+        xb.findings.compare(acc, 0.5, name="accuracy vs chance", a_label="model", b_label="chance", quiet=True)
+        xb.findings.clustering_gate("GEBI | frame", acc, {"one cluster": 0.58}, quiet=True)
+        with open(f, "a") as fh:
+            fh.write(json.dumps({"kind": "run", "ok": True, "status": "done"}) + "\n")
+    rows = cm.load_verdicts(tmp_path)
+    assert [r["kind"] for r in rows] == ["comparison", "gate", "comparison", "gate"]
+    sheet = cm.verdict_sheet(rows)
+    # the word changes between the two seeds, and the summary says so
+    assert "| 02_x | accuracy vs chance | clearly higher (1), not distinguishable at this size (1) |" in sheet
+    assert "| 02_x | GEBI \\| frame (gate) | flagged (2) |" in sheet
+    threads = torch.get_num_threads()  # recorded from the run, not from the file name
+    assert (f"| 02_x | seed 1, {threads} thr. | accuracy vs chance | not distinguishable at this size | "
+            "difference 0.03 [-0.04, 0.1] | model 0.53 [0.46, 0.6] | chance 0.5 |") in sheet
+    assert cm.verdict_sheet([]).startswith("No verdicts were recorded")

@@ -9,6 +9,8 @@ an empty model cache of its own (as a new user would), ``XAIBIAS_SEED`` set to t
 ``OMP_NUM_THREADS`` to the thread count. Every :func:`xaibias.findings.check` and
 :func:`~xaibias.findings.observe` of the run is appended to ``<out>/<notebook>-s<seed>-t<threads>.jsonl``.
 A run whose file ends with its ``done`` line is not repeated (delete the file to rerun it).
+Every comparison (:func:`xaibias.findings.compare`) and validity gate of a run is recorded there too;
+``--verdicts FILE`` writes them as the verdict sheet (each printed verdict with its numbers, per run).
 
 The table lists, per notebook and quantity, the bound, the smallest and largest value over the
 runs, the smallest margin and how many runs passed; observations (not asserted) show their range.
@@ -79,6 +81,60 @@ def load_findings(out: Path) -> list[dict]:
     return rows
 
 
+def load_verdicts(out: Path) -> list[dict]:
+    """Every comparison and validity gate that the runs in ``out`` printed, with the run's file name."""
+    rows = []
+    for f in sorted(out.glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("kind") in ("comparison", "gate"):
+                row["run"] = f.stem
+                row["notebook"] = row.get("notebook") or f.stem.rsplit("-s", 1)[0]
+                rows.append(row)
+    return rows
+
+
+def verdict_sheet(rows: list[dict]) -> str:
+    """The Markdown verdict sheet: per notebook, every printed verdict and gate of every run with its numbers.
+
+    The first table counts, per verdict, the words it got over the runs (a verdict whose word changes
+    between seeds is one to state with care); the second lists each run's word beside the effect,
+    its interval and the two sides it compares, so a reader can check every verdict against its numbers.
+    """
+    if not rows:
+        return "No verdicts were recorded (no notebook called xb.findings.compare or a gate).\n"
+
+    def cell(x) -> str:
+        if x is None:
+            return ""
+        if isinstance(x, list):
+            return f"{_fmt(x[0])} [{_fmt(x[1])}, {_fmt(x[2])}]"
+        return _fmt(x) if isinstance(x, (int, float)) else str(x)
+
+    counts: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        word = r["word"] if r["kind"] == "comparison" else ("valid" if r["ok"] else "flagged")
+        counts[(r["notebook"], r["kind"], r["name"])][word] += 1
+    out = ["## Words over the runs", "", "| notebook | verdict or gate | words (runs) |", "| --- | --- | --- |"]
+    for (nb, kind, name), words in counts.items():
+        label = name.replace("|", "\\|") + (" (gate)" if kind == "gate" else "")
+        out.append(f"| {nb} | {label} | " + ", ".join(f"{w} ({n})" for w, n in sorted(words.items())) + " |")
+    out += ["", "## Every verdict with its numbers", "",
+            "| notebook | run | verdict or gate | word | effect [interval] | A | B |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        run = f"seed {r.get('seed')}, {r.get('threads')} thr."
+        name = r["name"].replace("|", "\\|")
+        if r["kind"] == "comparison":
+            effect = f"{r['effect']} {_fmt(r['value'])} [{_fmt(r['low'])}, {_fmt(r['high'])}]"
+            out.append(f"| {r['notebook']} | {run} | {name} | {r['word']} | {effect} | "
+                       f"{r['a_label']} {cell(r['a'])} | {r['b_label']} {cell(r['b'])} |")
+        else:
+            line = r["line"].replace("|", "\\|")
+            out.append(f"| {r['notebook']} | {run} | {name} ({r['what']} gate) | {'valid' if r['ok'] else 'flagged'} "
+                       f"| {line} | | |")
+    return "\n".join(out) + "\n"
+
+
 def load_runs(out: Path) -> list[dict]:
     runs = []
     for f in sorted(out.glob("*.jsonl")):
@@ -145,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "margins")
     ap.add_argument("--table", type=Path, default=None, help="write the Markdown table here as well")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    ap.add_argument("--verdicts", type=Path, default=None,
+                    help="write the verdict sheet (every printed comparison and gate of every run) here")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
@@ -173,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             "(FAST mode, an empty model cache per run). *min*/*max*: the measured value over all runs; "
             "*smallest margin*: how far the worst run's tested value (the near end of its interval, where "
             "the check uses one) clears the bound.\n\n" + table)
+    if args.verdicts:
+        args.verdicts.write_text(
+            "# Verdict sheet\n\nWritten by `python tools/check_margins.py --seeds "
+            f"{','.join(map(str, args.seeds))} --threads {' '.join(map(str, args.threads))} --verdicts "
+            f"{args.verdicts}` (FAST mode, an empty model cache per run): every sentence a notebook printed "
+            "through `xb.findings.compare` and every validity gate, with the numbers it rests on.\n\n"
+            + verdict_sheet(load_verdicts(args.out)))
     fails = [r for r in load_findings(args.out) if r["kind"] == "check" and not r["passed"]]
     bad_runs = [r for r in load_runs(args.out) if not r.get("ok")]
     return 0 if not fails and not bad_runs else 1

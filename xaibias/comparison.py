@@ -36,7 +36,7 @@ from . import config
 from .analysis.stats import bootstrap_ci
 
 __all__ = ["WORDS", "Estimate", "estimate", "Comparison", "compare", "as_estimate", "as_samples", "to_number",
-           "run_context"]
+           "run_context", "record"]
 
 def to_number(name: str, what: str, x: Any) -> float | None:
     """``x`` as a float (None stays None); a clear error for a non-number, a tensor of many values or NaN."""
@@ -336,14 +336,18 @@ def compare(
     return c
 
 
-def _record_comparison(c: Comparison) -> None:
+def record(row: dict) -> None:
+    """Append ``row`` (with this run's seed, threads and notebook) to the ``XAIBIAS_FINDINGS`` file, if set."""
     path = os.environ.get("XAIBIAS_FINDINGS", "").strip()
     if not path:
         return
-    row = {"kind": "comparison", "name": c.name, "word": c.word, "value": c.value, "low": c.low, "high": c.high,
-           "effect": c.kind, "a_label": c.a_label, "b_label": c.b_label,
-           "a": None if c.a is None else [c.a.value, c.a.low, c.a.high],
-           "b": [c.b.value, c.b.low, c.b.high] if isinstance(c.b, Estimate) else c.b,
-           "paired": c.paired, "reason": c.reason, "sentence": c.sentence(), **run_context()}
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+        fh.write(json.dumps({**row, **run_context()}) + "\n")
+
+
+def _record_comparison(c: Comparison) -> None:
+    record({"kind": "comparison", "name": c.name, "word": c.word, "value": c.value, "low": c.low, "high": c.high,
+            "effect": c.kind, "a_label": c.a_label, "b_label": c.b_label,
+            "a": None if c.a is None else [c.a.value, c.a.low, c.a.high],
+            "b": [c.b.value, c.b.low, c.b.high] if isinstance(c.b, Estimate) else c.b,
+            "paired": c.paired, "reason": c.reason, "sentence": c.sentence()})

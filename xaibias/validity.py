@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .comparison import Estimate, as_estimate, as_samples, estimate, to_number
+from .comparison import Estimate, as_estimate, as_samples, estimate, record, to_number
 
 __all__ = ["Gate", "model_gate", "cav_gate", "clustering_gate", "artifact_rule_accuracy", "guard"]
 
@@ -64,6 +64,12 @@ class Gate:
 
     def __str__(self) -> str:
         return self.line()
+
+    def _announce(self, quiet: bool) -> Gate:
+        record({"kind": "gate", "name": self.name, "what": self.what, "ok": self.ok, "line": self.line()})
+        if not quiet:
+            print(self.line())
+        return self
 
 
 def guard(text: str, *gates: Gate) -> str:
@@ -158,9 +164,7 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
             reasons.append(f"a single-artifact rule explains it ({pairs}; all within {rule_tol:.2f})")
     evidence = ", ".join(f"{k} accuracy {e.text()}" for k, e in acc.items()) + f"; chance {chance:.3f}"
     g = Gate(name=name, what="model", ok=not reasons, reasons=reasons, evidence=evidence)
-    if not quiet:
-        print(g.line())
-    return g
+    return g._announce(quiet)
 
 
 def cav_gate(name: str, scores: Any, flags: Any, *, seed: int = 0, quiet: bool = False) -> Gate:
@@ -187,9 +191,7 @@ def cav_gate(name: str, scores: Any, flags: Any, *, seed: int = 0, quiet: bool =
     reasons = [] if ok else [f"detection AUROC {e.text()} reaches 0.5 (a random direction)"]
     g = Gate(name=name, what="CAV", ok=ok, reasons=reasons,
              evidence=f"detection AUROC {e.text()} above 0.5 ({int(f.sum())} of {f.size} images flagged)")
-    if not quiet:
-        print(g.line())
-    return g
+    return g._announce(quiet)
 
 
 def clustering_gate(name: str, score: Any, baselines: Mapping[str, Any], *, quiet: bool = False) -> Gate:
@@ -212,6 +214,4 @@ def clustering_gate(name: str, score: Any, baselines: Mapping[str, Any], *, quie
     ev = ", ".join(f"{k} {(as_estimate(b, name, k).high if as_estimate(b, name, k) else float(b)):.3f}"
                    for k, b in baselines.items())
     g = Gate(name=name, what="clustering", ok=not reasons, reasons=reasons, evidence=f"score {shown} clears {ev}")
-    if not quiet:
-        print(g.line())
-    return g
+    return g._announce(quiet)
