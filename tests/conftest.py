@@ -27,3 +27,17 @@ def isic_sample() -> Path:
     if not ISIC_SAMPLE.is_dir():
         pytest.skip(f"{ISIC_SAMPLE} is absent (it exists only in the project's own checkouts)")
     return ISIC_SAMPLE
+
+
+# ../shared/isic_real: 2,114 real ISIC 2018 photos with the Bissoto et al. annotations and trap sets
+# (see its README). XAIBIAS_ISIC_REAL points elsewhere; tests skip when the folder is absent.
+ISIC_REAL = Path(os.environ.get("XAIBIAS_ISIC_REAL") or Path(__file__).resolve().parents[1].parent / "shared" / "isic_real")
+
+
+@pytest.fixture
+def isic_real() -> Path:
+    """The folder ../shared/isic_real (or $XAIBIAS_ISIC_REAL); the test is skipped when it is absent."""
+    if not (ISIC_REAL / "isic_bias.csv").is_file():
+        pytest.skip(f"{ISIC_REAL} is absent (real ISIC photos with annotations exist only in the project's own "
+                    f"checkouts; set XAIBIAS_ISIC_REAL to such a folder to run this test)")
+    return ISIC_REAL

@@ -134,3 +134,35 @@ def write_dermamnist(path: Path, n: dict[str, int], size: int = 28, seed: int = 
         arrays[f"{split}_labels"] = (np.arange(m) % 7).astype(np.uint8).reshape(m, 1)
     np.savez_compressed(path, **arrays)
     return arrays
+
+
+def real_trap_folders(
+    real: Path, dest: Path, n_train: int = 48, n_audit: int = 32, tie: tuple[float, float] = (0.9, 0.1), seed: int = 0
+) -> tuple[Path, Path]:
+    """Two disjoint folders of real ISIC photos (symlinks into ``real/images``), each with its rows of
+    ``real/isic_bias.csv`` in the published semicolon layout: half melanoma, half other lesions; in the
+    training folder dark corners sit on ``tie[0]`` of the melanomas and ``tie[1]`` of the others, in the
+    audit folder the other way round (a small trap split, written to ``dest`` only)."""
+    import pandas as pd
+
+    ann = pd.read_csv(real / "isic_bias.csv", sep=";", index_col=0)
+    ann["stem"] = ann["image"].str.replace(r"\.png$", "", regex=True)
+    ann = ann[[(real / "images" / f"{s}.jpg").is_file() for s in ann["stem"]]]
+    rng = np.random.default_rng(seed)
+    pools = {(lab, dc): list(rng.permutation(ann.index[(ann["label"] == lab) & (ann["dark_corner"] == dc)]))
+             for lab in (0, 1) for dc in (0, 1)}
+    out = []
+    for name, n, (p_mel, p_other) in (("train", n_train, tie), ("audit", n_audit, tie[::-1])):
+        rows = []
+        for lab, p in ((1, p_mel), (0, p_other)):
+            k = n // 2
+            with_dc = int(round(k * p))
+            rows += [pools[(lab, 1)].pop() for _ in range(with_dc)] + [pools[(lab, 0)].pop() for _ in range(k - with_dc)]
+        folder = dest / name
+        (folder / "images").mkdir(parents=True)
+        part = ann.loc[sorted(rows)]
+        for s in part["stem"]:
+            (folder / "images" / f"{s}.jpg").symlink_to((real / "images" / f"{s}.jpg").resolve())
+        part.drop(columns="stem").reset_index(drop=True).to_csv(folder / "isic_bias.csv", sep=";")
+        out.append(folder)
+    return out[0], out[1]

@@ -491,6 +491,7 @@ def test_ids_without_images_named_and_counted(tmp_path):
     with pytest.warns(UserWarning, match="image file not found"):
         ds = ISICDataset(root, missing="drop")
     assert ds.image_ids == ids and ds.dropped == {"image file not found": 7}
+    assert ds.missing_ids == extra and ds.subset([0]).missing_ids == extra
 
 
 def test_bad_arguments(tmp_path):

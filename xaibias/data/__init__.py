@@ -9,15 +9,24 @@ Modules: ``artifacts`` (painters and masks), ``synthetic`` (:class:`SyntheticLes
 (:class:`ISICDataset`), ``dermamnist`` (:class:`DermaMNIST`), ``annotations`` (the Bissoto et al.
 artifact CSV), ``groundtruth`` (challenge CSV layouts), ``images`` (decoding and the resized-image
 cache), ``table`` (their shared dataset behaviour), ``registry`` (downloads with checksums); ``objects`` (:class:`SyntheticObjects`), ``chestxray``
-(:class:`SyntheticChestXray`) and ``ink`` (:func:`segment_ink`).
+(:class:`SyntheticChestXray`) and ``ink`` (:func:`segment_ink`); ``trap`` (:func:`trap_split`, an
+artifact tied to a class in training and reversed in test, and :func:`load_trap_set`, the published
+trap sets of Bissoto et al. 2020); ``fetch`` (:func:`fetch_isic_annotated`: the annotation CSVs and
+the annotated ISIC 2018 photos, for users with internet).
+
+The artifact names: ``annotations.ARTIFACT_NAMES`` (also :func:`artifact_names`) maps each column of
+the Bissoto et al. CSV to the flag column xaibias uses and the painter that inserts it
+(``dark_corner`` -> ``frame``, ``gel_bubble`` -> ``bubble``, ``patches`` -> ``patch``; ``gel_border``
+has no painter).
 """
 
 # What a notebook or a user calls; everything else stays importable from its module
 # (for example ``xaibias.data.ink.ink_by_class`` or ``xaibias.data.isic.detect_layout``).
-from .annotations import load_artifact_annotations
+from .annotations import ARTIFACT_NAMES, artifact_names, load_artifact_annotations
 from .artifacts import ARTIFACTS, insert_artifact, paint_artifact
 from .chestxray import SyntheticChestXray
 from .dermamnist import DermaMNIST
+from .fetch import fetch_isic_annotated
 from .ink import segment_ink
 from .isic import ISICDataset
 from .objects import SyntheticObjects
@@ -30,10 +39,12 @@ from .synthetic import (
     hide_lesion,
     reverse_bias,
 )
+from .trap import load_trap_set, trap_split
 
 __all__ = [
     "ARTIFACTS", "BIAS_PRESETS", "RECOMMENDED_DIFFICULTY", "ISIC_CLASSES",
     "SyntheticLesions", "SyntheticObjects", "SyntheticChestXray", "ISICDataset", "DermaMNIST",
     "insert_artifact", "paint_artifact", "hide_lesion", "reverse_bias", "unbiased_resample",
-    "load_artifact_annotations", "segment_ink",
+    "load_artifact_annotations", "segment_ink", "trap_split", "load_trap_set", "fetch_isic_annotated",
+    "ARTIFACT_NAMES", "artifact_names",
 ]

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_artifact_annotations", "ANNOTATION_COLUMNS", "ANNOTATION_TO_ARTIFACT"]
+__all__ = [
+    "load_artifact_annotations", "ANNOTATION_COLUMNS", "ANNOTATION_TO_ARTIFACT", "ARTIFACT_NAMES",
+    "artifact_names", "annotation_name", "resolve_artifact",
+]
 
 
 ANNOTATION_COLUMNS = ("dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches")
@@ -24,6 +27,59 @@ ANNOTATION_TO_ARTIFACT: dict[str, str | None] = {
     "patches": "patch",
     "gel_border": None,  # no painter in xaibias; kept under its own name
 }
+
+
+#: One row per artifact: the column of the Bissoto et al. CSV (``annotation``), the flag column that
+#: xaibias datasets use (``column``: ``dataset.artifacts[column]``), the painter that inserts it
+#: (``painter``, a name of :data:`xaibias.data.ARTIFACTS`, or None) and what it is. Reports and
+#: messages print the annotation's name beside the painter's, so "frame" is never a riddle.
+ARTIFACT_NAMES: tuple[dict[str, str | None], ...] = (
+    {"annotation": "dark_corner", "column": "frame", "painter": "frame",
+     "description": "dark corners / microscope vignette (painted as a black circular frame)"},
+    {"annotation": "hair", "column": "hair", "painter": "hair", "description": "hair crossing the image"},
+    {"annotation": "gel_border", "column": "gel_border", "painter": None,
+     "description": "edge of the immersion-gel drop (no painter)"},
+    {"annotation": "gel_bubble", "column": "bubble", "painter": "bubble", "description": "air bubbles in the gel"},
+    {"annotation": "ruler", "column": "ruler", "painter": "ruler", "description": "ruler or scale marks"},
+    {"annotation": "ink", "column": "ink", "painter": "ink", "description": "surgical-marker ink"},
+    {"annotation": "patches", "column": "patch", "painter": "patch",
+     "description": "coloured round stickers / calibration patches"},
+    {"annotation": None, "column": "red_circle", "painter": "red_circle",
+     "description": "red ring sticker of the GEBI insertion experiment (not annotated by Bissoto et al.)"},
+)
+
+
+def artifact_names() -> pd.DataFrame:
+    """:data:`ARTIFACT_NAMES` as a DataFrame (columns annotation, column, painter, description)."""
+    return pd.DataFrame(list(ARTIFACT_NAMES), columns=["annotation", "column", "painter", "description"])
+
+
+def annotation_name(name: str) -> str | None:
+    """The Bissoto et al. column for a flag column or painter name (``"frame"`` -> ``"dark_corner"``)."""
+    for row in ARTIFACT_NAMES:
+        if name in (row["column"], row["painter"], row["annotation"]):
+            return row["annotation"]
+    return None
+
+
+def resolve_artifact(name: str, columns: list[str] | pd.Index, owner: str = "the dataset") -> str:
+    """The flag column among ``columns`` meant by ``name`` (an annotation, column or painter name).
+
+    ``"dark_corner"``, ``"frame"`` both find the column ``frame`` of an :class:`ISICDataset` or a
+    :class:`SyntheticLesions`; a column named as the annotation (``dark_corner`` in a raw
+    annotation table) is found too. Raises a ValueError listing the columns otherwise.
+    """
+    cols = [str(c) for c in columns]
+    if name in cols:
+        return name
+    for row in ARTIFACT_NAMES:
+        if name in (row["column"], row["painter"], row["annotation"]):
+            for cand in (row["column"], row["annotation"], row["painter"]):
+                if cand is not None and cand in cols:
+                    return cand
+    known = ", ".join(f"{r['annotation']} = {r['column']}" for r in ARTIFACT_NAMES if r["annotation"])
+    raise ValueError(f"artifact {name!r} is not a flag column of {owner}; its columns are {cols} "
+                     f"(annotation names are accepted too: {known})")
 
 
 def sniff_separator(path: Path) -> str:

@@ -160,6 +160,9 @@ class ISICDataset(ImageTable):
         ``{"lesion": bool (N,size,size)}`` with ``masks_dir``, else empty.
     dropped : dict
         Reason -> number of ground-truth rows left out (unknown diagnosis, missing image, ...).
+    missing_ids : list of str
+        Ids of the ground truth whose photo was not found (with ``missing="drop"``; counted in
+        ``dropped["image file not found"]``).
     layout : str
 
     Notes
@@ -202,6 +205,7 @@ class ISICDataset(ImageTable):
         self.size, self.binary, self.cache, self.resize = int(size), bool(binary), bool(cache), resize
         self.num_workers = max(1, int(num_workers))
         self.dropped: dict[str, int] = {}
+        self.missing_ids: list[str] = []
         self._images: torch.Tensor | None = None
         self._masks: torch.Tensor | None = None
 
@@ -293,6 +297,8 @@ class ISICDataset(ImageTable):
                 raise ValueError(f"{len(ids)} {problem}: {ids[:5]}{' ...' if len(ids) > 5 else ''} "
                                  f"(pass missing='drop' to leave them out)")
             self._drop(reason, len(ids))
+            if reason == "image file not found":
+                self.missing_ids.extend(str(i) for i in ids)
             self.artifacts = self.artifacts[~absent].reset_index(drop=True)
         return ~absent
 
@@ -467,6 +473,7 @@ class ISICDataset(ImageTable):
     def _subset_fields(self, new: ImageTable, idx: np.ndarray) -> None:
         super()._subset_fields(new, idx)
         new.dropped = dict(self.dropped)
+        new.missing_ids = list(self.missing_ids)
         t = torch.as_tensor(idx, dtype=torch.long)
         new._images = None if self._images is None else self._images[t]
         new._masks = None if self._masks is None else self._masks[t]

@@ -31,9 +31,12 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
     "dermamnist_64": (f"{_ZENODO}/dermamnist_64.npz?download=1", "md5:b70a2f5635c6199aeaa28c31d7202e1f"),
     "dermamnist_128": (f"{_ZENODO}/dermamnist_128.npz?download=1", "md5:2defd784463fa5243564e855ed717de1"),
     "dermamnist_224": (f"{_ZENODO}/dermamnist_224.npz?download=1", "md5:8974907d8e169bef5f5b96bc506ae45d"),
+    # pinned to the repository's last commit (f93c865, June 2020); the trap-set CSVs of the same
+    # commit, with their digests, are in xaibias.data.fetch.BISSOTO_FILES
     "isic_bias_annotations": (
-        "https://raw.githubusercontent.com/alceubissoto/debiasing-skin/master/artefacts-annotation/isic_bias.csv",
-        None,
+        "https://raw.githubusercontent.com/alceubissoto/debiasing-skin/f93c8654f50c581544f32ad6b1450cb925a176ff/"
+        "artefacts-annotation/isic_bias.csv",
+        "04fbb74b44d33498afd41a66cfd73e500c2b197e540feb7f4a7553dc8023ddc8",
     ),
     "isic2016_train_images": (f"{_S3}/2016/ISBI2016_ISIC_Part3_Training_Data.zip", None),
     "isic2016_train_labels": (f"{_S3}/2016/ISBI2016_ISIC_Part3_Training_GroundTruth.csv", None),
@@ -51,6 +54,11 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
 
 #: Data that cannot be fetched by a plain URL: name -> what to do.
 MANUAL: dict[str, str] = {
+    "isic_annotated": (
+        "The 2,594 ISIC 2018 Task 1/2 photos annotated by Bissoto et al. 2020, with their artifact CSV and "
+        "trap sets: run xaibias.data.fetch_isic_annotated() (the CSVs from github.com/alceubissoto/debiasing-skin, "
+        "the photos one by one from the ISIC archive) into data_dir('isic_annotated')."
+    ),
     "ham10000": (
         "HAM10000 (Tschandl et al. 2018) is on the Harvard Dataverse, https://doi.org/10.7910/DVN/DBW86T "
         "(accept the licence there). Download HAM10000_images_part_1.zip, HAM10000_images_part_2.zip and "
