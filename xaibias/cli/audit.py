@@ -28,16 +28,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__, config
 from .._cache import content_hash
-from ._inputs import (
-    DEMO_BIAS,
-    TEST_FRACTION,
-    AuditData,
-    AuditError,
-    load_data,
-    load_model,
-    probe,
-    target_index,
-)
+from ._inputs import DEMO_BIAS, AuditData, AuditError, data_facts, load_data, target_index
+from ._model import load_model, probe, trainable
 
 __all__ = ["run_audit", "PARTS", "AuditError"]
 
@@ -440,7 +432,6 @@ def _parts(text: str) -> list[str]:
 
 def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     """Run the audit described by parsed ``args``; return the output folder (None on other ranks)."""
-    from ..models import MODELS
     from . import report as _report
 
     t0, c0 = time.time(), time.process_time()
@@ -457,7 +448,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     _check_out(out)
     config.seed_everything(seed)
 
-    train_needed = spec in MODELS
+    train_needed = trainable(spec)
     _say(f"reading {'the demo data' if args.demo else args.data} at {size} px")
     data = load_data(args, seed, size, train_needed)
     if len(data.audit) < 2:
@@ -509,7 +500,7 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
                          "demo_bias": {a: list(v) for a, v in DEMO_BIAS.items()} if args.demo else None},
             "model": {"source": info.source, "name": info.name, "arch": info.arch, "n_parameters": info.n_parameters,
                       "hash": info.hash},
-            "data": _data_facts(data),
+            "data": data_facts(data),
             "skipped": skipped,
         }
         figures: dict[str, str] = {}
@@ -564,27 +555,6 @@ def run_audit(args: Any, argv: list[str] | None = None) -> Path | None:
     _say(f"wrote {out / 'report.html'} and {out / 'report.json'} in {report['run']['wall_s']} s "
          f"({report['run']['cpu_s']} s CPU)")
     return out
-
-
-def _data_facts(data: AuditData) -> dict:
-    full_flags = data.full["artifacts"]
-    full_labels = data.full["labels"].numpy()
-    counts = np.bincount(data.audit.labels.numpy(), minlength=len(data.class_names))
-    return {
-        "kind": data.kind, "source": data.source, "n_total": int(data.full["n"]), "n_audited": int(len(data.audit)),
-        "n_train": int(len(data.train)) if data.train is not None else None,
-        "class_names": [str(c) for c in data.class_names],
-        "class_counts": {str(c): int(k) for c, k in zip(data.class_names, counts)},
-        "artifact_rates": {a: _f(full_flags[a].mean()) for a in full_flags.columns},
-        "artifact_rates_by_class": {
-            a: {str(c): _f(full_flags[a].to_numpy(bool)[full_labels == i].mean()) if (full_labels == i).any() else None
-                for i, c in enumerate(data.full["class_names"])}
-            for a in full_flags.columns},
-        "notes": [n for n in data.notes if n != "split"],
-        "held_out": {"train_share": _f(1 - TEST_FRACTION), "audit_share": TEST_FRACTION} if "split" in data.notes
-        else None,
-        "dropped": {str(k): int(v) for k, v in data.full.get("dropped", {}).items()},
-    }
 
 
 def _virelay(folder: Path, thumbs: torch.Tensor, R: np.ndarray, probs: np.ndarray, labels: np.ndarray,

@@ -136,6 +136,23 @@ def _img(figures: dict, key: str, alt: str) -> str:
     return f'<figure><img src="{src}" alt="{_e(alt)}"><figcaption>{_e(alt)}</figcaption></figure>' if src else ""
 
 
+def _annotated_as(report: dict) -> dict[str, str]:
+    """Flag column or painter -> the annotation CSV's name for it (only when the flags come from such a CSV)."""
+    out = {}
+    for r in report.get("data", {}).get("artifact_names") or []:
+        if r.get("annotation"):
+            out[r["column"]] = r["annotation"]
+            if r.get("painter"):
+                out[r["painter"]] = r["annotation"]
+    return out
+
+
+def _art(report: dict, name: str) -> str:
+    """An artifact as the annotation names it, with the painter / flag name beside it (``dark_corner (frame)``)."""
+    ann = _annotated_as(report).get(name)
+    return _e(name) if ann is None or ann == name else f'{_e(ann)} <span class="ci">({_e(name)})</span>'
+
+
 def _skip(report: dict, part: str) -> str:
     why = report.get("skipped", {}).get(part)
     return f'<p class="skip">Not run: {_e(why)}.</p>' if why else ""
@@ -154,8 +171,9 @@ def verdict_text(report: dict) -> str:
     if not v.get("reacts_to"):
         return (f"the model reacts to none of the painted artifacts (no mean change of P({target}) of "
                 f"{v['threshold_pp']:.1f} pp or more with an interval excluding zero)")
-    parts = [f"{r['artifact']} {r['mean_change_pp']:+.1f} pp [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
-             for r in v["reacts_to"]]
+    names = _annotated_as(report)
+    parts = [f"{r['artifact']}{' (annotated as ' + names[r['artifact']] + ')' if r['artifact'] in names else ''} "
+             f"{r['mean_change_pp']:+.1f} pp [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]" for r in v["reacts_to"]]
     return f"the model reacts to: {'; '.join(parts)} (mean change of P({target}) when the artifact is pasted in)"
 
 
@@ -173,7 +191,7 @@ def _verdict(report: dict) -> str:
         out.append("<p>No verdict on artifacts: counterfactual insertion was not run.</p>")
     elif v.get("reacts_to"):
         items = "".join(
-            f"<li><b>{_e(r['artifact'])}</b>: pasting it moves P({target}) by <b>{_pp(r['mean_change_pp'])} pp</b> "
+            f"<li><b>{_art(report, r['artifact'])}</b>: pasting it moves P({target}) by <b>{_pp(r['mean_change_pp'])} pp</b> "
             f"{_ci(r['ci_low'], r['ci_high'])} on average and changes {_pct(r['flip_rate'])} of the predictions "
             f"({_pct(r['to_target_rate'])} now say {target}); {_int(r['n'])} images.</li>"
             for r in v["reacts_to"])
@@ -183,16 +201,16 @@ def _verdict(report: dict) -> str:
         out.append(f"<p>The model reacts to <b>none</b> of the painted artifacts (no mean change of "
                    f"{_num(v['threshold_pp'], 1)} pp or more with an interval excluding zero).</p>")
     if v.get("ignores"):
-        out.append(f"<p>No clear reaction to: {', '.join(_e(a) for a in v['ignores'])}.</p>")
+        out.append(f"<p>No clear reaction to: {', '.join(_art(report, a) for a in v['ignores'])}.</p>")
     c = v.get("clusters")
     if c:
         out.append(f"<p>Explanation clusters: {_pct(c['share'])} of the {_int(c['size'])} images of {_e(c['method'])} "
-                   f"cluster {_int(c['cluster'])} carry <b>{_e(c['artifact'])}</b>, against {_pct(c['overall'])} of all "
+                   f"cluster {_int(c['cluster'])} carry <b>{_art(report, c['artifact'])}</b>, against {_pct(c['overall'])} of all "
                    f"clustered images: the model explains them alike.</p>")
     w = v.get("worst_group")
     if w:
         out.append(f"<p>Worst artifact group: {_e(w['class'])} images {'with' if w['present'] else 'without'} "
-                   f"{_e(w['artifact'])}, accuracy {_pct(w['accuracy'])} on {_int(w['n'])} images.</p>")
+                   f"{_art(report, w['artifact'])}, accuracy {_pct(w['accuracy'])} on {_int(w['n'])} images.</p>")
     return "".join(out)
 
 
@@ -216,15 +234,36 @@ def _data(report: dict) -> str:
         out.append('<p class="note">Left out of DATA: '
                    + "; ".join(f"{_int(n)} image(s): {_e(why)}" for why, n in d["dropped"].items()) + ".</p>")
     rates = d.get("artifact_rates", {})
+    if d.get("artifact_names"):
+        rows = [[_cell(_e(r["annotation"]) if r["annotation"] else "&ndash; (not annotated)"), _cell(_e(r["column"])),
+                 _cell(_e(r["painter"]) if r["painter"] else "&ndash; (no painter)"), _cell(_e(r["description"]))]
+                for r in d["artifact_names"]]
+        out.append("<p>Artifact names. The annotation CSV names each artifact by its column; the tables below give "
+                   "that name, with the flag or painter name of xaibias beside it in grey. Insertion pastes the "
+                   "painter's imitation of the artifact.</p>")
+        out.append(_table(["annotation column", "flag column", "painter used for insertion", "what it is"], rows))
     if rates:
         classes = list(next(iter(d["artifact_rates_by_class"].values())).keys())
-        rows = [[_cell(_e(a)), _cell(_pct(r), r)] + [_cell(_pct(d["artifact_rates_by_class"][a][c]),
-                                                           d["artifact_rates_by_class"][a][c]) for c in classes]
+        rows = [[_cell(_art(report, a)), _cell(_pct(r), r)] + [_cell(_pct(d["artifact_rates_by_class"][a][c]),
+                                                                     d["artifact_rates_by_class"][a][c])
+                                                               for c in classes]
                 for a, r in rates.items()]
         out.append("<p>Artifact flags over all labelled images of DATA (share of images that have each artifact), "
                    "overall and by class. An artifact much more common in one class is a shortcut a model can "
                    "learn.</p>")
         out.append(_table(["artifact", "all images", *[f"{_e(c)}" for c in classes]], rows))
+    tr = d.get("train")
+    if tr:
+        counts = ", ".join(f"{_e(c)} {_int(n)}" for c, n in tr["class_counts"].items())
+        out.append(f"<p>Training set: <code>{_e(tr['source'])}</code>, {_int(tr['n'])} images ({counts}).</p>")
+        by = tr["artifact_rates_by_class"]
+        if by:
+            classes = list(next(iter(by.values())).keys())
+            rows = [[_cell(_art(report, a))] + [_cell(_pct(v[c]), v[c]) for c in classes] for a, v in by.items()]
+            out.append("<p>Artifact flags of the training images by class: the shortcuts the model could learn. "
+                       "Compare them with DATA's table above: a tie that holds in training and not in DATA is what "
+                       "the audit below should catch.</p>")
+            out.append(_table(["artifact", *[_e(c) for c in classes]], rows))
     else:
         out.append("<p>No artifact flags for this data (no annotation CSV): group accuracy and cluster agreement "
                    "need them; insertion and saliency still run.</p>")
@@ -246,7 +285,8 @@ def _accuracy(report: dict) -> str:
     out = [f"<p>On {_int(o['n'])} audited images, each score beside what a model without any skill gets.</p>",
            _table(["score", "model", "trivial baseline"], rows)]
     if a["by_artifact"]:
-        rows = [[_cell(_e(r["artifact"])), _cell("with" if r["present"] else "without"), _cell(_int(r["n"]), r["n"]),
+        rows = [[_cell(_art(report, r["artifact"])), _cell("with" if r["present"] else "without"),
+                 _cell(_int(r["n"]), r["n"]),
                  _cell(_num(r["accuracy"]), r["accuracy"]), _cell(_num(r["balanced_accuracy"]), r["balanced_accuracy"]),
                  _cell(_num(r["auroc"]), r["auroc"]), _cell(_num(r["majority_rate"]), r["majority_rate"])]
                 for r in a["by_artifact"]]
@@ -254,13 +294,13 @@ def _accuracy(report: dict) -> str:
                    "scores well where artifact and class go together and badly where they do not.</p>")
         out.append(_table(["artifact", "images", "n", "accuracy", "balanced accuracy", "AUROC", "majority rate"],
                           rows))
-        rows = [[_cell(_e(g["artifact"])), _cell("with" if g["present"] else "without"), _cell(_e(g["class"])),
+        rows = [[_cell(_art(report, g["artifact"])), _cell("with" if g["present"] else "without"), _cell(_e(g["class"])),
                  _cell(_int(g["n"]), g["n"]), _cell(_num(g["accuracy"]), g["accuracy"])] for g in a["groups"]]
         w = a.get("worst_group")
         if w:
             out.append(f"<p>Worst group of one class with or without one artifact (among groups of at least "
                        f"{_int(a['min_group_size'])} images): <b>{_e(w['class'])} {'with' if w['present'] else 'without'} "
-                       f"{_e(w['artifact'])}</b>, accuracy {_num(w['accuracy'])} on {_int(w['n'])} images.</p>")
+                       f"{_art(report, w['artifact'])}</b>, accuracy {_num(w['accuracy'])} on {_int(w['n'])} images.</p>")
         out.append("<details><summary>All groups of one class with or without one artifact</summary>"
                    + _table(["artifact", "images", "class", "n", "accuracy"], rows) + "</details>")
     return "".join(out)
@@ -271,9 +311,11 @@ def _insertion(report: dict) -> str:
     if not ins:
         return _skip(report, "insertion")
     t = _e(ins["target_class"])
+    names = _annotated_as(report)
     rows = []
     for r in ins["rows"]:
-        rows.append([_cell(_e(r["artifact"])), _cell(_e(r["true_class"])), _cell(_int(r["n"]), r["n"]),
+        named = [_cell(_e(names[r["artifact"]]) if r["artifact"] in names else "&ndash;")] if names else []
+        rows.append([_cell(_e(r["artifact"])), *named, _cell(_e(r["true_class"])), _cell(_int(r["n"]), r["n"]),
                      _cell(_pp(r["mean_change_pp"]) + " " + _ci(r["ci_low"], r["ci_high"]), r["mean_change_pp"]),
                      _cell(_num(r["max_change_pp"], 1), r["max_change_pp"]), _cell(_pct(r["flip_rate"]), r["flip_rate"]),
                      _cell(_pct(r["to_target_rate"]), r["to_target_rate"]),
@@ -283,8 +325,10 @@ def _insertion(report: dict) -> str:
            f"that ignores an artifact scores the trivial baseline of {_num(ins['baseline_pp'], 1)} pp and flips "
            f"nothing. Mean change in percentage points with a bootstrap interval over images; max change is the "
            f"largest absolute change; flips are changed predictions; 'to {t}' the share that now predicts {t}; "
-           f"skipped images had the artifact already.</p>",
-           _table(["artifact", "true class", "n", "mean change (pp)", "max change (pp)", "flips", f"to {t}",
+           f"skipped images had the artifact already."
+           + (" 'annotated as' is the annotation CSV's name for what each painter imitates." if names else "")
+           + "</p>",
+           _table(["painter", *(["annotated as"] if names else []), "true class", "n", "mean change (pp)", "max change (pp)", "flips", f"to {t}",
                    "skipped"], rows)]
     rows = [[_cell(_e(p["artifact"])), _cell(_e(p["true_class"])), _cell(_pp(p["mean_change_pp"]), p["mean_change_pp"]),
              _cell(_num(p["max_change_pp"], 2), p["max_change_pp"])] for p in ins["paper"]]
@@ -322,7 +366,7 @@ def _clusters(report: dict, figures: dict) -> str:
     for name, e in cl["methods"].items():
         out.append(f"<h3>{_e(name)}: k = {_int(e['k'])}, cluster sizes {', '.join(_int(s) for s in e['sizes'])}</h3>")
         if e.get("agreement"):
-            rows = [[_cell(_e(r["artifact"])), _cell(_int(r["support"]), r["support"]),
+            rows = [[_cell(_art(report, r["artifact"])), _cell(_int(r["support"]), r["support"]),
                      _cell(_int(r["best_cluster"]), r["best_cluster"]), _cell(_num(r["precision"]), r["precision"]),
                      _cell(_num(r["recall"]), r["recall"]), _cell(_num(r["f1"]), r["f1"]),
                      _cell(_num(r["baseline_f1"]), r["baseline_f1"]),
@@ -340,7 +384,7 @@ def _clusters(report: dict, figures: dict) -> str:
                         + [_cell(_pct(e["overall_rates"][a]), e["overall_rates"][a]) for a in arts])
             out.append("<p>Share of each cluster's images that have each artifact; the last row is the whole set. "
                        "A cluster far above the last row gathers one artifact.</p>")
-            out.append(_table(["cluster", "size", *[_e(a) for a in arts]], rows))
+            out.append(_table(["cluster", "size", *[_art(report, a) for a in arts]], rows))
         out.append(_img(figures, f"gallery_{name}", f"{name}: six random members per cluster, relevance overlaid"))
     return "".join(out)
 
@@ -352,7 +396,7 @@ def _saliency(report: dict) -> str:
         return _skip(report, "saliency") + (f"<ul>{extra}</ul>" if extra else "")
     rows, cls_rows = [], []
     for r in s["rows"]:
-        rows.append([_cell(_e(r["artifact"])), _cell(_e(r["mask_source"])), _cell(_int(r["n"]), r["n"]),
+        rows.append([_cell(_art(report, r["artifact"])), _cell(_e(r["mask_source"])), _cell(_int(r["n"]), r["n"]),
                      _cell(_num(r["mean_saliency"], 2) + " " + _ci(r["mean_ci_low"], r["mean_ci_high"],
                                                                    lambda v: _num(v, 2)), r["mean_saliency"]),
                      _cell(_num(r["mean_baseline"], 2), r["mean_baseline"]),
