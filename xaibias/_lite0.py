@@ -9,7 +9,7 @@ state-dict names follow ``efficientnet-lite-pytorch``); :func:`load_imagenet_sta
 this layout (:func:`reference_key_map`) and checks the file's sha256.
 
 Why not depend on ``efficientnet-lite-pytorch`` itself: it is unmaintained (one release, 2020),
-prints on every load, pads with modules that read the image size at construction, and its forward
+prints from its loader, pads with modules fixed for one image size at construction, and its forward
 hides the pooling and the residual sums inside methods that neither zennit's canonizers nor
 :func:`xaibias.explain.prepare_lrp` know. The few lines below are all the architecture needs, and
 ``tests/test_pretrained.py`` checks that the logits equal the reference package's (a test-only
@@ -110,7 +110,9 @@ class Stem(ConvBNAct):
 
     ``border`` is a frozen 1-channel convolution of a constant image of ones, added after the batch
     norm: the ImageNet normalisation's shift on the zero padding (zero inside the image, where the
-    shift is folded into the batch norm's running mean). All zero without pretrained weights.
+    shift is folded into the batch norm's running mean). It is computed for the batch norm's running
+    statistics, so exact in eval mode; :func:`xaibias.models.finetune` never trains the stem. All zero
+    without pretrained weights.
     """
 
     def __init__(self) -> None:
