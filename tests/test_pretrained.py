@@ -169,7 +169,8 @@ def test_extract_features_equal_the_model_and_are_cached(lite, monkeypatch):
     assert {p.name.split("-")[1] for p in files} >= {"pooled", "before"}
 
 
-def test_feature_key_follows_the_preprocessing(lite, monkeypatch):
+def test_feature_key_follows_the_preprocessing(lite, monkeypatch, tmp_path):
+    monkeypatch.setenv("XAIBIAS_CACHE", str(tmp_path / "cache"))  # counts files: a cache of its own
     x = _images(2, 32, seed=4)
     extract_features(lite, x, progress=False)
     n = len(list(xb.config.cache_dir("features").glob("*.pt")))
@@ -210,7 +211,9 @@ def _task(n: int = 12, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, tor
     return x, y
 
 
-def test_finetune_is_deterministic_complete_and_cached(monkeypatch):
+def test_finetune_is_deterministic_complete_and_cached(monkeypatch, tmp_path):
+    # a cache of its own: other tests (the audit's, the real-photo study's) fine-tune Lite0 heads too
+    monkeypatch.setenv("XAIBIAS_CACHE", str(tmp_path / "cache"))
     x, y = _task()
     a = finetune("efficientnet_lite0", x, y, epochs=3, seed=0, full=False, progress=False, cache=False)
     b = finetune("efficientnet_lite0", x, y, epochs=3, seed=0, full=False, progress=False, cache=False)
