@@ -23,6 +23,11 @@ by the estimators as ``knn_recall_``.
 faiss was chosen over pynndescent by measurement (200,000 planted maps, 50 components, k = 11,
 2 shared cores): faiss IVF 1024 cells / 16 probes 8.9 s at recall 0.997; faiss HNSW (M 16, ef 40)
 26.5 s at 0.969; pynndescent 162 s (numba compilation included) at 0.911; exact scikit-learn 228 s.
+
+faiss (the ``faiss-cpu`` wheel) is an optional dependency, the extra ``xaibias[scale]``: the core
+install, which Colab and Binder repeat on every start, never needs it below ``APPROX_MIN_N`` maps.
+It is imported only when an approximate search runs (:func:`import_faiss`), and a fit that needs
+it and cannot import it fails at its start with :class:`MissingExtraError` naming the extra.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-__all__ = ["APPROX_MIN_N", "NPROBE", "KNN", "sampled_recall"]
+__all__ = ["APPROX_MIN_N", "NPROBE", "KNN", "sampled_recall", "MissingExtraError", "import_faiss"]
 
 #: From this many maps on, ``neighbors="auto"`` uses the approximate (faiss) search.
 APPROX_MIN_N = 50_000
@@ -42,12 +47,31 @@ NPROBE = 4
 RECALL_SAMPLE = 500
 
 
-def _faiss() -> Any:
+class MissingExtraError(ImportError):
+    """An optional dependency that the requested computation needs is not installed."""
+
+
+def import_faiss(why: str = "approximate neighbour search") -> Any:
+    """Import and return the ``faiss`` module, or raise :class:`MissingExtraError` naming the extra.
+
+    Parameters
+    ----------
+    why : str
+        What needs faiss, for the message (e.g. ``"SpRAy.fit on 60,000 maps (neighbors='auto' ...)"``).
+
+    Raises
+    ------
+    MissingExtraError
+        An ``ImportError`` saying ``pip install "xaibias[scale]"`` (or ``faiss-cpu``) and how to do
+        without it (``neighbors='exact'``).
+    """
     try:
         import faiss
-    except ImportError as err:  # pragma: no cover - faiss-cpu is a dependency of xaibias
-        raise ImportError(
-            "approximate neighbour search needs faiss (pip install faiss-cpu); or pass neighbors='exact'"
+    except ImportError as err:
+        raise MissingExtraError(
+            f"{why} needs faiss, which the core install of xaibias leaves out: install the extra with "
+            f"pip install \"xaibias[scale]\" (or pip install faiss-cpu), or pass neighbors='exact' "
+            f"(exact scikit-learn search, slower from {APPROX_MIN_N:,} maps on)"
         ) from err
     return faiss
 
@@ -77,7 +101,7 @@ class KNN:
         if self.method == "exact":
             self.index_ = NearestNeighbors(n_neighbors=k).fit(X)
             return self
-        faiss = _faiss()
+        faiss = import_faiss()
         n, d = X.shape
         self.nlist_ = int(max(16, min(round(np.sqrt(n)), n // 32)))
         rng = np.random.default_rng(self.random_state)
@@ -102,7 +126,7 @@ class KNN:
         missing = ind < 0  # fewer than n_neighbors points in the probed cells
         if missing.any():
             rows = np.flatnonzero(missing.any(axis=1))
-            flat = _faiss().IndexFlatL2(self.d_)
+            flat = import_faiss().IndexFlatL2(self.d_)
             flat.add(self.X_)  # rare: exact search for those rows only
             d2[rows], ind[rows] = flat.search(X[rows], n_neighbors)
         return np.sqrt(np.maximum(d2, 0)).astype(np.float64), ind.astype(np.int64)
@@ -112,11 +136,11 @@ def exact_neighbors(X: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """Indices (len(rows), k) of the exact k nearest neighbours of ``X[rows]`` among all rows, self excluded."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     try:
-        faiss = _faiss()
+        faiss = import_faiss()
         flat = faiss.IndexFlatL2(X.shape[1])
         flat.add(X)
         _, ind = flat.search(X[rows], k + 1)
-    except ImportError:  # pragma: no cover
+    except ImportError:  # without the scale extra: the same neighbours, by scikit-learn
         _, ind = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X[rows])
     return _drop_self(ind, rows, k)
 

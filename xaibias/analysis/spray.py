@@ -79,8 +79,9 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from threadpoolctl import threadpool_limits
 
 from .._checks import as_relevance, check_same_n, describe
+from .._options import checked_init
 from ._chunked import as_source, is_chunked
-from ._neighbors import APPROX_MIN_N, KNN, sampled_recall
+from ._neighbors import APPROX_MIN_N, KNN, import_faiss, sampled_recall
 from ._reduce import _NORMALIZE, _REDUCTIONS, Reducer, downsize
 
 __all__ = ["SpRAy", "downsize", "eigengap", "LANDMARKS_AUTO"]
@@ -303,6 +304,9 @@ class SpectralBase(BaseEstimator):
         inputs = self._inputs(relevance, images, fitting=True)
         n = len(next(iter(inputs.values())))
         self._check_n(n)
+        if self._knn_method(n) == "approx":  # fail now, not after the reduction, without xaibias[scale]
+            import_faiss(f"{type(self).__name__}.fit on {n:,} maps (neighbors={self.neighbors!r}, "
+                         f"large_n={self.large_n:,})")
         # up to _ONE_THREAD_MAX_N maps the BLAS/OpenMP work (PCA, k-means) is too small to share
         # between threads: measured on 2 cores, one thread was 1.3-8x faster from 1,000 to 20,000 maps
         with threadpool_limits(1) if n <= _ONE_THREAD_MAX_N else contextlib.nullcontext():
@@ -535,6 +539,7 @@ class SpRAy(SpectralBase):
         Search that assigns the other maps (and :meth:`predict`) to their nearest landmarks.
     """
 
+    @checked_init  # an unknown keyword names itself and the parameters below
     def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, size: int = 32,
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
                  n_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",

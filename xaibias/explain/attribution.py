@@ -16,12 +16,16 @@ Conventions
   ``pool=None`` returns (N,3,H,W). Grad-CAM and Score-CAM have no channel axis: pooling does not
   apply to them.
 - The result is always a float32 CPU tensor; the model stays where it is (its device is used).
+- A method takes the keyword parameters of its function after ``(model, x, target)``; any other
+  option (``n_steps`` for ``steps``, a ``composite`` given to ``gradient``) raises
+  :class:`~xaibias._options.UnknownOptionError`, a ``TypeError`` naming the option, the method and
+  the options it takes (:func:`check_options`).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import as_images, describe, model_device
+from .._options import keyword_names, reject_unknown
 from .canonizers import DenseNetCanonizer
 
 __all__ = [
@@ -68,12 +73,46 @@ def check_method(method: str) -> str:
     return method
 
 
+def method_options(method: str) -> tuple[str, ...] | None:
+    """The options ``attribute(method=method)`` passes on: the keyword parameters of the method's
+    function after ``(model, x, target)``, or None when that function takes ``**kwargs``."""
+    return keyword_names(_REGISTRY[check_method(method)], skip=3)
+
+
+def check_options(method: str, options: Mapping[str, Any]) -> None:
+    """Raise for an option in ``options`` that ``attribute(method=method)`` would not use.
+
+    Parameters
+    ----------
+    method : str
+        A registered method name.
+    options : mapping
+        The keywords meant for the method (``composite`` and ``canonizers`` included when given);
+        ``pool``, which :func:`attribute` applies itself, may be among them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method.
+    UnknownOptionError
+        A ``TypeError`` naming the option, the method and the options the method takes, e.g.
+        ``attribute(method='integrated_gradients') does not take the option 'n_steps' (did you mean
+        'steps'?); it takes: steps, baseline, internal_batch_size``.
+    """
+    taken = method_options(method)
+    if taken is not None:
+        reject_unknown([k for k in options if k != "pool"], taken, f"attribute(method={method!r})")
+
+
 def register_method(name: str, channels: bool = True) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Register ``fn(model, x, target, **kwargs) -> relevance`` as ``attribute(method=name)``.
+    """Register ``fn(model, x, target, <options>) -> relevance`` as ``attribute(method=name)``.
 
     ``x`` is a (B,3,H,W) batch on the model's device, ``target`` a (B,) long tensor. The function
     returns (B,C,H,W) per-channel relevance (``channels=True``) or a (B,H,W) map at input
-    resolution (``channels=False``, for CAM-type methods).
+    resolution (``channels=False``, for CAM-type methods). Its keyword parameters after ``target``
+    are the method's options: :func:`attribute` rejects any other option before computing
+    anything. A function with ``**kwargs`` receives every option given and must reject the ones it
+    does not use itself.
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -227,13 +266,13 @@ def _logits_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None)
 
 
 @register_method("gradient")
-def _gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+def _gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     grad, _t = _logits_grad(model, x, target)
     return grad
 
 
 @register_method("input_x_gradient")
-def _input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+def _input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     grad, _t = _logits_grad(model, x, target)
     return grad * x
 
@@ -241,7 +280,7 @@ def _input_x_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *
 @register_method("integrated_gradients")
 def _integrated_gradients(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32, baseline: float | torch.Tensor = 0.0,
-    internal_batch_size: int | None = None, **_: Any,
+    internal_batch_size: int | None = None,
 ) -> torch.Tensor:
     from captum.attr import IntegratedGradients
 
@@ -256,7 +295,7 @@ def _integrated_gradients(
 
 @register_method("gradcam", channels=False)
 def _gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | nn.Module | None = None,
-             relu: bool = True, **_: Any) -> torch.Tensor:
+             relu: bool = True) -> torch.Tensor:
     from captum.attr import LayerAttribution, LayerGradCam
 
     cam = LayerGradCam(model, get_layer(model, layer))
@@ -302,8 +341,7 @@ def _prepared_engine(model: nn.Module, composite: Any, canonizers: Any, epsilon:
 
 def _lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, composite: str | Any = "EpsilonPlusFlat",
          canonizers: str | Sequence | None = "auto", epsilon: float = 1e-6, init: str = "logit",
-         low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, engine: str = "auto",
-         **_: Any) -> torch.Tensor:
+         low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, engine: str = "auto") -> torch.Tensor:
     from zennit.attribution import Gradient
 
     from .lrp_engine import LRPEngineUnsupported
@@ -341,13 +379,26 @@ register_method("lrp")(_lrp)
 # the public call
 
 
+class _Default(str):
+    """A default of :func:`attribute` that it tells apart from the same string given explicitly.
+
+    ``composite`` and ``canonizers`` are options of the LRP method; given to a method that does not
+    take them they must raise, while their defaults must not. An instance equals, hashes and
+    prints as its plain string, so the signature still reads ``composite='EpsilonPlusFlat'``.
+    """
+
+
+_DEFAULT_COMPOSITE = _Default("EpsilonPlusFlat")
+_DEFAULT_CANONIZERS = _Default("auto")
+
+
 def attribute(
     model: nn.Module,
     images: Any,
     target: int | Sequence[int] | torch.Tensor | None = None,
     method: str = "lrp",
-    composite: str | Any = "EpsilonPlusFlat",
-    canonizers: str | Sequence | None = "auto",
+    composite: str | Any = _DEFAULT_COMPOSITE,
+    canonizers: str | Sequence | None = _DEFAULT_CANONIZERS,
     pool: str | None = "sum",
     batch_size: int = 32,
     progress: bool | None = None,
@@ -368,6 +419,7 @@ def attribute(
     composite, canonizers
         For ``method="lrp"``: a name from :data:`COMPOSITES` (or a zennit Composite) and
         ``"auto"`` (chosen from the architecture, see :func:`auto_canonizers`), ``None`` or a list.
+        Passed to any method that takes them; given to one that does not, they raise.
     pool : "sum", "l2" or None
         Channel pooling: sum, squared L2 norm, or none (returns (N,3,H,W)).
     batch_size : int
@@ -379,8 +431,23 @@ def attribute(
         (:func:`xaibias.explain.prepare_lrp`, equal to zennit) where it handles the model and
         composite and zennit elsewhere; ``engine="zennit"`` always uses zennit, ``engine="prepared"``
         raises :class:`~xaibias.explain.lrp_engine.LRPEngineUnsupported` instead of falling back.
+
+    Raises
+    ------
+    UnknownOptionError
+        A ``TypeError``, before anything is computed, for an option the method does not take (see
+        :func:`check_options`), e.g. ``method="integrated_gradients", n_steps=64`` or
+        ``method="gradient", composite="EpsilonPlus"``.
     """
     check_method(method)
+    # given explicitly, composite and canonizers are options like any other (LRP takes them, the
+    # check rejects them for the rest); left at their defaults they are not passed, and the LRP
+    # function's own defaults, the same two values, apply
+    if composite is not _DEFAULT_COMPOSITE:
+        kwargs["composite"] = composite
+    if canonizers is not _DEFAULT_CANONIZERS:
+        kwargs["canonizers"] = canonizers
+    check_options(method, kwargs)
     if pool not in ("sum", "l2", None):
         raise ValueError(f"pool must be 'sum', 'l2' or None; got {pool!r}")
     if batch_size < 1:
@@ -389,8 +456,6 @@ def attribute(
     n = len(x_all)
     tgt = None if target is None else resolve_target(target, n)
     fn = _REGISTRY[method]
-    if method == "lrp":
-        kwargs.update(composite=composite, canonizers=canonizers)
     dev = model_device(model)
     was_training = model.training
     model.eval()

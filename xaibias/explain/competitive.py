@@ -84,7 +84,7 @@ def _check_sign(sign: str) -> None:
 
 @register_method("competitive_gxi")
 def _competitive_gxi(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, sign: str = "both", per_pixel: bool = False, **_: Any
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, sign: str = "both", per_pixel: bool = False
 ) -> torch.Tensor:
     _check_sign(sign)
     contrib, logits = class_contributions(model, x)

@@ -55,6 +55,7 @@ from zennit.core import Composite
 from .. import config
 from .._cache import content_hash
 from .._checks import as_images, as_labels, describe
+from .._options import reject_unknown
 from .attribution import make_composite, resolve_target
 
 __all__ = [
@@ -269,7 +270,8 @@ def top_concepts(
     relevance : tensor (N, C), optional
         A precomputed :func:`concept_relevance` table; saves the LRP passes.
     **kwargs
-        Passed to :func:`concept_relevance` (composite, canonizers, batch_size).
+        Passed to :func:`concept_relevance` (composite, canonizers, batch_size); with
+        ``relevance`` given they would go unused and raise a ``TypeError``.
 
     Returns
     -------
@@ -280,6 +282,8 @@ def top_concepts(
         if model is None or images is None or layer is None:
             raise ValueError("top_concepts needs either relevance=(N,C) or model, images and layer")
         relevance = concept_relevance(model, images, layer, target, **kwargs)
+    else:  # the options of concept_relevance would go unused
+        reject_unknown(kwargs, (), "top_concepts() with a precomputed relevance table")
     rel = torch.as_tensor(relevance)
     if rel.ndim != 2 or not rel.is_floating_point():
         raise ValueError(f"relevance must be a float (N, C) concept table; got {describe(rel)}")

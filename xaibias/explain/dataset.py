@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from .._cache import content_hash
 from .._checks import as_images, describe, model_device
-from .attribution import attribute, check_method
+from .attribution import attribute, check_method, check_options
 
 __all__ = ["attribute_dataset", "merge_shards", "shard_path"]
 
@@ -279,7 +279,8 @@ def attribute_dataset(
         Class to explain: the predicted class (None), the true label, or one class for all.
     **attribute_kwargs
         Passed to :func:`xaibias.explain.attribute` (``composite``, ``canonizers``, ``pool``,
-        ``steps``, ``layer``, ...).
+        ``steps``, ``layer``, ...); an option the method does not take raises a ``TypeError``
+        before any file is written.
 
     Returns
     -------
@@ -300,6 +301,7 @@ def attribute_dataset(
     for bad in ("images", "batch_size", "progress"):
         if bad in attribute_kwargs:
             raise ValueError(f"{bad!r} is not an attribute() keyword here; attribute_dataset sets it")
+    check_options(method, attribute_kwargs)  # before any file is written
     strategy = _strategy(target)
     sh = _resolve_shard(shard)
     rank, world = sh if sh is not None else (0, 1)

@@ -127,6 +127,6 @@ def score_cam(
 
 @register_method("scorecam", channels=False)
 def _scorecam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | nn.Module | None = None,
-              mask_batch_size: int = 256, channels: int | None = None, **_: Any) -> torch.Tensor:
+              mask_batch_size: int = 256, channels: int | None = None) -> torch.Tensor:
     # attribute(batch_size=...) sets the images per call; mask_batch_size the masked images per pass.
     return score_cam(model, x, target, layer=layer, batch_size=mask_batch_size, channels=channels)
