@@ -144,3 +144,100 @@ def test_pair_split_rate_and_its_chance_rate():
     assert pair_split_rate(torch.zeros(4, dtype=torch.long), [0, 0, 0, 0]) == (0.0, 0.0)
     with pytest.raises(ValueError, match="mismatched N"):
         pair_split_rate([0, 1], [0, 1, 1])
+
+
+# ---- intervals, paired differences and the gate (notebook 02) --------------------------------------
+
+def _f1_by_hand(labels, flags):
+    """Best-cluster F1 through precision and recall of every cluster (not through 2 hits / (size + support))."""
+    best = 0.0
+    for c in np.unique(labels):
+        members = labels == c
+        hits = (members & flags).sum()
+        if hits:
+            p, r = hits / members.sum(), hits / flags.sum()
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+def test_agreement_interval_matches_a_hand_bootstrap():
+    from sklearn.metrics import adjusted_rand_score
+
+    from xaibias.analysis.agreement import agreement_interval
+
+    rng = np.random.default_rng(3)
+    flags = rng.random(60) < 0.5
+    labels = np.where(rng.random(60) < 0.8, flags, ~flags).astype(int)  # 80 % of images follow the flag
+    v, lo, hi = agreement_interval(labels, flags, n_boot=200, seed=7)
+    assert v == pytest.approx(cluster_agreement(labels, {"a": flags}).loc[0, "f1"])
+    # the same draws by hand: per resample one index draw within the unflagged, then within the flagged
+    # images (the artifact's share stays fixed), both arrays together; 2.5 / 97.5 percentiles
+    draw = np.random.default_rng(7)
+    groups = [np.flatnonzero(~flags), np.flatnonzero(flags)]
+    boot = []
+    for _ in range(200):
+        i = np.concatenate([g[draw.integers(0, g.size, g.size)] for g in groups])
+        assert flags[i].sum() == flags.sum()
+        boot.append(_f1_by_hand(labels[i], flags[i]))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
+    va, la, ha = agreement_interval(labels, flags.astype(int), score="ari", n_boot=200, seed=7)
+    assert va == pytest.approx(adjusted_rand_score(flags, labels)) and la <= va <= ha
+    assert agreement_interval([0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], n_boot=100) == (1.0, 1.0, 1.0)
+
+
+def test_agreement_interval_errors():
+    from xaibias.analysis.agreement import agreement_interval
+
+    with pytest.raises(ValueError, match="with and without the artifact"):
+        agreement_interval([0, 1, 1], [1, 1, 1])
+    with pytest.raises(ValueError, match="one entry per clustered image \\(3\\)"):
+        agreement_interval([0, 1, 1], [1, 0])
+    with pytest.raises(ValueError, match="score must be one of"):
+        agreement_interval([0, 1, 1], [1, 0, 0], score="nmi")
+    with pytest.raises(ValueError, match="one artifact"):
+        agreement_interval([0, 1, 1], pd.DataFrame({"a": [1, 0, 0], "b": [0, 1, 0]}))
+
+
+def test_agreement_difference_is_paired():
+    from xaibias.analysis.agreement import agreement_difference, agreement_interval
+
+    rng = np.random.default_rng(0)
+    flags = rng.random(80) < 0.5
+    perfect = flags.astype(int)
+    noisy = np.where(rng.random(80) < 0.7, flags, ~flags).astype(int)
+    v, lo, hi = agreement_difference(perfect, noisy, flags, n_boot=300)
+    assert v == pytest.approx(1.0 - _f1_by_hand(noisy, flags))
+    assert lo > 0  # the perfect clustering is ahead on every resample
+    # the same clustering twice: exactly no difference on every resample
+    assert agreement_difference(noisy, noisy, flags, n_boot=100) == (0.0, 0.0, 0.0)
+    # paired: two clusterings that differ on 4 of 80 images share their noise, so the interval of the
+    # difference is narrower than either clustering's own interval
+    close = noisy.copy()
+    close[:4] = 1 - close[:4]
+    _, dl, dh = agreement_difference(noisy, close, flags, n_boot=300)
+    _, la, ha = agreement_interval(noisy, flags, n_boot=300)
+    assert dh - dl < 0.75 * (ha - la)
+    with pytest.raises(ValueError, match="mismatched N"):
+        agreement_difference(perfect, noisy[:-1], flags)
+
+
+def test_score_clustering_gates_against_both_baselines():
+    from xaibias.analysis.agreement import score_clustering
+
+    rng = np.random.default_rng(1)
+    flags = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    good = score_clustering("follows the flag", flags.astype(int), flags, artifact="frame", seed=0, quiet=True)
+    assert good and good.f1 == (1.0, 1.0, 1.0)
+    assert good.f1_one_cluster == pytest.approx(2 * 0.5 / 1.5) and good.share == 0.5
+    assert "VALID clustering 'follows the flag'" in good.line() and good.row()["passes gate"]
+    # labels drawn without looking at the flag: at its shuffled-label baseline, flagged
+    random = score_clustering("random", rng.integers(0, 2, 100), flags, seed=0, quiet=True)
+    assert not random and "shuffled labels" in random.gate.reason
+    # 94 % of the images carry the artifact: splitting off a few images cannot beat one all-in-one cluster
+    common = np.r_[np.ones(94, bool), np.zeros(6, bool)]
+    split = np.r_[np.zeros(90, int), np.ones(10, int)]
+    one = score_clustering("small split", split, common, seed=0, quiet=True)
+    assert not one and "one all-in-one cluster" in one.gate.reason
+    assert one.f1_one_cluster == pytest.approx(2 * 0.94 / 1.94)
+    # the artifact name comes from a one-column DataFrame
+    assert score_clustering("df", flags.astype(int), pd.DataFrame({"ruler": flags}), quiet=True).artifact == "ruler"

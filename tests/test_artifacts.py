@@ -201,6 +201,26 @@ def test_insert_artifact_with_lesion_masks_and_params():
     assert not (masks & lesions).any()
 
 
+def test_patch_size_scales_the_sticker_and_leaves_the_default_alone():
+    img = skin_image(128)
+    # default: size=1.0 is the same draw as no size at all, bit for bit
+    out0, m0 = paint_artifact(img, "patch", 3)
+    out1, m1 = paint_artifact(img, "patch", 3, size=1.0)
+    assert torch.equal(out0, out1) and torch.equal(m0, m1)
+    # a fixed radius of 0.08 * 128 = 10.24 px: the disk covers about pi r^2 pixels, four times that at size 2
+    for size, r in ((1.0, 10.24), (2.0, 20.48)):
+        _, m = paint_artifact(img, "patch", 5, radius=0.08, size=size)
+        assert abs(int(m.sum()) - np.pi * r**2) < 0.15 * np.pi * r**2, (size, int(m.sum()))
+    # through insert_artifact and over random radii: the mean area grows about fourfold
+    imgs = torch.stack([skin_image(64, seed=i) for i in range(12)])
+    small = insert_artifact(imgs, "patch", seed=1)[1].flatten(1).sum(1).double().mean()
+    large = insert_artifact(imgs, "patch", seed=1, size=2.0)[1].flatten(1).sum(1).double().mean()
+    assert 3.0 < float(large / small) < 5.0
+    for bad in (0, -1.0, 5.0, True, "2"):
+        with pytest.raises(ValueError, match="patch size must be a number in"):
+            paint_artifact(img, "patch", 0, size=bad)
+
+
 def test_insert_artifact_bad_input():
     imgs = torch.stack([skin_image(64, seed=i) for i in range(3)])
     with pytest.raises(ValueError, match=r"p must be a probability in \[0,1\]; got 1.5"):

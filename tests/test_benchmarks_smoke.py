@@ -100,3 +100,17 @@ def test_bench_notebooks_quick(tmp_path: Path) -> None:
     payload, _ = run_bench("bench_notebooks", tmp_path)
     assert [r["notebook"] for r in payload["rows"]] == ["00_quick_check.ipynb", "total"]
     assert payload["rows"][0]["status"] == "ok" and payload["summary"]["all ok"] is True
+
+
+@pytest.mark.slow
+def test_bench_features_quick(tmp_path: Path) -> None:
+    payload, _ = run_bench("bench_features", tmp_path)
+    rows = {(r["method"], r["batch"]) for r in payload["rows"]}
+    assert ("plain eager loop", 32) in rows and any(m == "xb.models.extract_features()" for m, _ in rows)
+    for r in payload["rows"]:
+        assert all(_is_number(r[k]) and r[k] > 0 for k in ("photos_per_s", "photos_per_cpu_s", "x_eager"))
+        assert r["max_rel_diff"] < 1e-3  # every faster route computes the same features as the eager loop
+        if (r["method"], r["batch"]) == ("plain eager loop", 32):
+            assert r["x_eager"] == 1.0
+    assert "extract_features / plain eager loop (wall)" in payload["summary"]
+    assert any("quick run" in n for n in payload["notes"])

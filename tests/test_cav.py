@@ -232,3 +232,42 @@ def test_cav_retrieval_on_real_isic_photos(isic_sample):
     assert chance["frame"] == pytest.approx(51 / 120) and chance["ruler"] == pytest.approx(67 / 120)
     assert (best["auroc"] > 0.6).all(), best
     assert (best["ap"] > chance + 0.05).all(), (best, chance)
+
+
+def test_tcav_per_image_counts_and_random_concepts():
+    from xaibias.analysis.cav import random_concept_cavs
+
+    model = _RedModel()
+    x, flags = _red_images()
+    cav = CAV("relu").fit(model, x, flags)
+    per = cav.tcav(model, x, target=1, per_image=True)
+    assert per.shape == (len(x),) and set(np.unique(per)) <= {0.0, 0.5, 1.0} and per.mean() == cav.tcav(model, x, target=1)
+    # random concepts: the flags shuffled within each group keep each group's count of flagged images
+    acts, fl, _ = _planted(n=200)
+    groups = np.arange(200) % 2
+    rand = random_concept_cavs(acts, fl, groups=groups, n=3, random_state=1)
+    assert len(rand) == 3 and all(r.n_concept_ == fl.sum() for r in rand)
+    assert all(0.3 < r.auroc_ < 0.7 for r in rand)   # a shuffled concept is not found
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        random_concept_cavs(acts, fl, n=0)
+
+
+def test_cav_report_retrieval_and_gates():
+    import pandas as pd
+
+    from xaibias.analysis.cav import cav_report
+
+    model = _RedModel()
+    x, flags = _red_images()
+    noise = (np.arange(len(x)) // 2) % 2 == 0          # half of the red and half of the other images: no concept
+    table, fitted = cav_report(model, x, pd.DataFrame({"red": flags, "noise": noise}), x,
+                               pd.DataFrame({"red": flags, "noise": noise}), ["relu"], methods=["signal"],
+                               train_groups=np.zeros(len(x), int), test_groups=np.zeros(len(x), int))
+    assert table.loc[("red", "relu", "signal"), "test AUROC"] == 1.0
+    assert table.loc[("red", "relu", "signal"), "gate"] == "valid" and fitted[("red", "relu", "signal")]["gate"]
+    assert table.loc[("noise", "relu", "signal"), "gate"] == "FLAGGED"
+    assert table.loc[("red", "relu", "signal"), "AP chance"] == pytest.approx(flags.mean())
+    # only the listed (layer, method) pairs are gated
+    table2, fitted2 = cav_report(model, x, pd.DataFrame({"red": flags}), x, pd.DataFrame({"red": flags}), ["relu"],
+                                 methods=["signal", "ridge"], gate=[("relu", "signal")])
+    assert table2.loc[("red", "relu", "ridge"), "gate"] == "" and fitted2[("red", "relu", "ridge")]["gate"] is None

@@ -162,7 +162,7 @@ def test_fit_or_load_corrections(lesions, method):
 
 
 def test_correction_errors(lesions):
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lamda'\] for correction 'rrclarc'"):
+    with pytest.raises(TypeError, match=r"correction 'rrclarc' does not take the option 'lamda' \(did you mean 'lam'\?\)"):
         xb.mitigation.fit_or_load("small_vgg", lesions, "rrclarc", {"lamda": 1.0}, epochs=1)
     with pytest.raises(ValueError, match="has no prepare step"):
         xb.mitigation.prepare("dfr", lesions)

@@ -39,6 +39,8 @@ def test_a_fixed_baseline_shifts_the_estimate_interval():
                          quiet=True)
     assert (c.value, c.low, c.high) == pytest.approx((0.12, 0.05, 0.19))
     assert c.higher and "clearly higher than chance 0.500" in c.sentence()
+    # a format that signs already is used as it is (the notebooks pass fmt="+.2f")
+    assert "(difference +0.12, 95 % interval [+0.05, +0.19]" in c.sentence("+.2f")
     c = findings.compare((0.55, 0.48, 0.62), 0.5, name="acc vs chance", quiet=True)
     assert c.word == "not distinguishable at this size"
     r = findings.compare((0.30, 0.20, 0.40), 0.6, name="share", ratio=True, quiet=True)
@@ -183,3 +185,13 @@ def test_a_clustering_at_its_baseline_is_flagged():
     assert ok
     with pytest.raises(ValueError, match="at least one baseline"):
         xb.findings.clustering_gate("x", 0.5, {}, quiet=True)
+
+
+def test_model_gate_names_the_measure_it_was_given(capsys):
+    # a balanced accuracy is gated like an accuracy, and the line says which one it read
+    g = findings.model_gate("head on features", (0.55, 0.47, 0.63), measure="balanced accuracy")
+    line = capsys.readouterr().out
+    assert not g and "clean balanced accuracy 0.550 [0.470, 0.630] reaches chance 0.500" in line
+    assert "clean accuracy" in findings.model_gate("plain", (0.8, 0.75, 0.85), quiet=True).line()
+    with pytest.raises(ValueError, match="measure must be a non-empty string"):
+        findings.model_gate("m", (0.8, 0.75, 0.85), measure="")

@@ -67,3 +67,49 @@ def test_tiny_sets_cap_the_neighbours_and_bad_ks_are_clear_errors():
         spray_vs_gebi(R, None, flags)
     with pytest.raises(ValueError, match="mismatched N"):
         spray_vs_gebi(R, images, flags.iloc[:5])
+
+
+def test_intervals_gate_and_paired_difference_match_the_agreement_helpers():
+    from xaibias.analysis.agreement import agreement_difference, agreement_interval, score_clustering
+    from xaibias.analysis.gebi import SPRAY_VS_GEBI_INTERVAL_COLUMNS
+
+    R, images, flags = image_only_structure(n=120, seed=3)
+    df = spray_vs_gebi(R, images, flags, ks=(2,), random_state=5, n_random=50, n_boot=200)
+    assert list(df.columns) == list(SPRAY_VS_GEBI_COLUMNS) + list(SPRAY_VS_GEBI_INTERVAL_COLUMNS)
+    t = df.set_index(["method", "artifact"])
+    frame = flags["frame"].to_numpy()
+    labels = {}
+    for name, est in (("SpRAy", SpRAy(n_clusters=2, random_state=5)), ("GEBI", GEBI(n_clusters=2, random_state=5))):
+        labels[name] = est.fit(R, images).labels_
+        lo, hi = agreement_interval(labels[name], frame, n_boot=200, seed=5)[1:]
+        assert (t.loc[(name, "frame"), "f1_low"], t.loc[(name, "frame"), "f1_high"]) == pytest.approx((lo, hi))
+        gate = score_clustering(name, labels[name], frame, n_random=50, n_boot=200, seed=5, quiet=True)
+        assert t.loc[(name, "frame"), "passes_gate"] == bool(gate)
+    d = agreement_difference(labels["GEBI"], labels["SpRAy"], frame, n_boot=200, seed=5)
+    for name in ("SpRAy", "GEBI"):
+        assert tuple(t.loc[(name, "frame"), ["gebi_minus_spray", "diff_low", "diff_high"]]) == pytest.approx(d)
+    # the frame is only in the image: GEBI passes, SpRAy on noise maps does not
+    assert t.loc[("GEBI", "frame"), "passes_gate"] and not t.loc[("SpRAy", "frame"), "passes_gate"]
+    assert t.loc[("GEBI", "frame"), "diff_low"] > 0
+    # an artifact no map has: no interval, never passes
+    assert t.loc[("GEBI", "ink"), ["f1_low", "diff_low"]].isna().all() and not t.loc[("GEBI", "ink"), "passes_gate"]
+    with pytest.raises(ValueError, match="n_boot must be an int >= 100"):
+        spray_vs_gebi(R, images, flags, ks=(2,), n_boot=10)
+
+
+def test_seed_summary_lays_out_one_line_per_seed():
+    from xaibias.analysis.gebi import seed_summary
+
+    R, images, flags = image_only_structure(n=80, seed=2)
+    rows = pd.concat([spray_vs_gebi(R, images, flags[["frame"]], ks=(2,), random_state=s, n_random=20, n_boot=100)
+                      .assign(seed=s) for s in (0, 1)], ignore_index=True)
+    out = seed_summary(rows, k=2)
+    assert out.index.tolist() == [0, 1] and (out["n"] == 80).all()
+    g = rows[(rows.seed == 1) & (rows.method == "GEBI")].iloc[0]
+    assert out.loc[1, "GEBI F1"] == f"{g.f1:.2f} [{g.f1_low:.2f}, {g.f1_high:.2f}]"
+    assert out.loc[1, "GEBI passes"] == bool(g.passes_gate)
+    assert out.loc[1, "one cluster F1"] == pytest.approx(0.4, abs=1e-3)  # a quarter framed: 0.5 / 1.25
+    with pytest.raises(ValueError, match="no line for k = 3"):
+        seed_summary(rows, k=3)
+    with pytest.raises(ValueError, match="missing"):
+        seed_summary(rows.drop(columns="passes_gate"), k=2)

@@ -127,9 +127,10 @@ def test_bad_inputs_are_clear_errors():
 @pytest.mark.slow
 @pytest.mark.isic_sample
 def test_notebook_real_isic_path_end_to_end(isic_sample, tmp_path):
-    """Notebook 02 with DATA pointed at real ISIC photos: ISICDataset + artifact CSV, a small
-    DenseNet, LRP with the DenseNet canonizer, SpRAy/GEBI, agreement with the annotations,
-    frame/ruler/red-circle insertion into real photos and the ViRelAy export."""
+    """Notebook 02 with DATA pointed at real ISIC photos: ISICDataset + artifact CSV, notebook 08's
+    pretrained EfficientNet-Lite0 fine-tuned offline by xb.models.finetune, LRP, SpRAy/GEBI,
+    agreement with the annotations, frame/ruler/red-circle insertion into real photos and the
+    ViRelAy export."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from pathlib import Path
@@ -141,7 +142,8 @@ def test_notebook_real_isic_path_end_to_end(isic_sample, tmp_path):
     settings[0].source = settings[0].source.replace('DATA = "synthetic"', f"DATA = {str(isic_sample)!r}") + "\nSEEDS = [SEED]"
     nb.cells = [c for c in nb.cells if "google.colab" not in c.source]
     nb.cells.append(nbformat.v4.new_code_cell(
-        "assert DATA != 'synthetic' and MODEL == 'small_densenet'\n"
+        "assert DATA != 'synthetic' and MODEL == 'efficientnet_lite0' and SIZE == 224\n"
+        "assert getattr(model, 'xaibias_finetune', {}).get('mode') == ('head' if FAST else 'full')\n"
         "assert list(models) == ['frame-biased']\n"
         "assert 'frame' in art.columns and agree['GEBI'].loc['frame', 'support'] > 0\n"
         "assert spray.labels_.shape == gebi.labels_.shape == (len(X),)\n"

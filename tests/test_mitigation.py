@@ -472,7 +472,7 @@ def test_attention_training_closes_the_gate_on_the_frame(biased):
 def test_bad_inputs_give_clear_errors(biased):
     with pytest.raises(ValueError, match="unknown mitigation 'dropout'; choose one of resample, augment, rrr"):
         prepare("dropout", biased)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lambda'\] for mitigation 'rrr'"):
+    with pytest.raises(TypeError, match=r"correction 'rrr' does not take the option 'lambda' \(did you mean 'lam'\?\)"):
         prepare("rrr", biased, **{"lambda": 1.0})
     with pytest.raises(ValueError, match=r"unknown artifact\(s\) \['scar'\]"):
         prepare("augment", biased, artifacts="scar")
@@ -531,3 +531,176 @@ def test_bad_inputs_give_clear_errors(biased):
     # through fit_or_load the same messages reach the user
     with pytest.raises(ValueError, match="unknown mitigation"):
         xb.mitigation.fit_or_load("small_vgg", biased, "nope", epochs=1, cache=False, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# warm start, painter parameters, per-image penalty
+
+
+def test_rrr_penalty_per_image_sums_to_the_batch_penalty(biased):
+    model = xb.models.make_model("small_vgg", seed=0).eval()
+    has = biased.artifacts["frame"].to_numpy()
+    pick = np.r_[np.flatnonzero(has)[:4], np.flatnonzero(~has)[:2]]
+    x, masks = biased.images[pick], biased.masks["frame"][pick]
+    per = rrr_penalty(model, x, masks, lam=2.0, create_graph=False, per_image=True)
+    total = rrr_penalty(model, x, masks, lam=2.0, create_graph=False)
+    assert per.shape == (6,) and float(per.mean()) == pytest.approx(float(total), rel=1e-5)
+    assert bool((per[~masks.flatten(1).any(1)] == 0).all())
+    # one image alone gives its own value: in eval mode the images do not interact
+    k = int(np.flatnonzero(masks.flatten(1).any(1).numpy())[0])
+    alone = rrr_penalty(model, x[k:k + 1], masks[k:k + 1], lam=2.0, create_graph=False)
+    assert float(per[k]) == pytest.approx(float(alone), rel=1e-5)
+
+
+def test_warm_start_fine_tunes_the_cached_baseline(biased, monkeypatch):
+    small = biased.subset(np.arange(64))
+    kw = dict(epochs=1, batch_size=16, progress=False, device="cpu", seed=4)
+    base = xb.mitigation.fit_or_load("small_vgg", small, None, **kw)
+    seen = {}
+    real_train = xb.models.train
+
+    def spy(model, data, **k):
+        seen["start"] = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        seen["kw"] = k
+        return real_train(model, data, **k)
+
+    monkeypatch.setattr(xb.models, "train", spy)
+    opts = {"lam": 5.0, "warm_start": True, "finetune_epochs": 2, "finetune_lr": 3e-4}
+    warm = xb.mitigation.fit_or_load("small_vgg", small, "rrr", opts, **kw)
+    # the fine-tuning started from the baseline's weights, with the penalty hook and the fine-tuning settings
+    assert all(torch.equal(seen["start"][n], v) for n, v in base.state_dict().items())
+    assert seen["kw"]["epochs"] == 2 and seen["kw"]["lr"] == 3e-4 and seen["kw"]["loss_hook"].lam == 5.0
+    assert any(not torch.equal(v, warm.state_dict()[n]) for n, v in base.state_dict().items())
+    # the second call loads it from the cache without training
+    seen.clear()
+    again = xb.mitigation.fit_or_load("small_vgg", small, "rrr", opts, **kw)
+    assert not seen and all(torch.equal(v, again.state_dict()[n]) for n, v in warm.state_dict().items())
+    with pytest.raises(ValueError, match="finetune_epochs must be an int >= 1"):
+        prepare("rrr", small, warm_start=True, finetune_epochs=0)
+    with pytest.raises(ValueError, match="warm_start must be True or False"):
+        prepare("rrr_lrp", small, warm_start="yes")
+
+
+def test_augment_passes_painter_parameters():
+    images = torch.full((60, 3, 32, 32), 0.6)
+    labels = torch.zeros(60, dtype=torch.long)
+    small = make_augment("patch", p=1.0)
+    large = make_augment("patch", p=1.0, params={"patch": {"size": 2.0}})
+    changed = [float(((aug(images, labels, np.random.default_rng(0)) - images).abs().sum(1) > 0).flatten(1).sum(1).double().mean())
+               for aug in (small, large)]
+    # the radius doubles (32 px: 1.9-3.8 px clipped at 2.5, doubled 3.8-7.7 px): the painted area grows about 3-5x
+    assert 2.5 < changed[1] / changed[0] < 6
+    with pytest.raises(ValueError, match="params names artifact 'frame', which is not one of"):
+        make_augment("patch", params={"frame": {}})
+    with pytest.raises(ValueError, match=r"params\['patch'\] has unknown painter parameter"):
+        make_augment("patch", params={"patch": {"width": 3}})
+
+
+# --------------------------------------------------------------------------------------------------
+# assess: gates and comparisons with the uncorrected model
+
+
+def _accuracy_rows(rates: dict, n: int = 300, seed: int = 0):
+    """Per-image correctness with given accuracy per (model, set), labels balanced, two seeds."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (m, s), p in rates.items():
+        for sd in (0, 1):
+            rows.append(pd.DataFrame({"method": m, "set": s, "index": np.arange(n), "label": np.arange(n) % 2,
+                                      "correct": rng.random(n) < p, "seed": sd}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_model_gates_flag_collapsed_and_rule_explained_corrections():
+    rates = {("none", "clean"): 0.75, ("none", "same"): 0.9, ("none", "reversed"): 0.4,   # a biased baseline
+             ("good", "clean"): 0.8, ("good", "same"): 0.8, ("good", "reversed"): 0.78,
+             ("chance", "clean"): 0.5, ("chance", "same"): 0.7, ("chance", "reversed"): 0.55,
+             ("rule", "clean"): 0.62, ("rule", "same"): 0.85, ("rule", "reversed"): 0.2}
+    acc = _accuracy_rows(rates)
+    rule = {"clean": 0.6, "same": 0.85, "reversed": 0.15}
+    gates = xb.mitigation.model_gates(acc, corrected=["good", "chance", "rule"], rule=rule, quiet=True)
+    assert list(gates) == ["none", "good", "chance", "rule"]
+    assert gates["none"] and gates["good"]        # the baseline is not judged on the reversed set
+    assert not gates["chance"] and "reaches chance" in gates["chance"].reason
+    assert not gates["rule"] and "single-artifact rule explains it" in gates["rule"].reason
+    assert xb.mitigation.print_failed(gates, ["good", "chance", "rule"]) == ["chance", "rule"]
+    table = xb.mitigation.accuracy_table(acc, ["clean", "reversed"], gates=gates)
+    assert table.loc["chance", "clean"] == "0.500" and table.loc["rule", "gate"] == "FLAGGED"
+    clean_good = acc[(acc.method == "good") & (acc.set == "clean")]["correct"].mean()
+    assert table.loc["good", "clean"].startswith(f"{clean_good:.3f} [")
+    with pytest.raises(ValueError, match="corrected names model"):
+        xb.mitigation.model_gates(acc, corrected=["nope"], quiet=True)
+
+
+def test_rule_accuracies_pool_the_seeds():
+    a = xb.data.SyntheticLesions(n=60, size=32, bias={"frame": (0.8, 0.1)}, seed=1)
+    b = xb.data.SyntheticLesions(n=40, size=32, bias={"frame": (0.8, 0.1)}, seed=2)
+    f = np.r_[a.artifacts["frame"].to_numpy(), b.artifacts["frame"].to_numpy()]
+    y = np.r_[a.labels.numpy(), b.labels.numpy()]
+    got = xb.mitigation.rule_accuracies({"same": [a, b]}, "frame")
+    assert got["same"] == pytest.approx(float((f.astype(int) == y).mean()))
+
+
+def test_versus_reference_pairs_images_and_respects_gates():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(40, 10, 200)
+    rows = [pd.DataFrame({"method": m, "seed": 0, "index": np.arange(200), "change": v})
+            for m, v in (("none", base), ("half", 0.5 * base), ("bad", 0.1 * base))]
+    values = pd.concat(rows[::-1], ignore_index=True)   # the order of rows does not matter: images are matched by key
+    good = xb.findings.model_gate("none", np.ones(50), quiet=True)
+    bad = xb.findings.model_gate("bad", np.r_[np.ones(25), np.zeros(25)], quiet=True)
+    t = xb.mitigation.versus_reference(values, "change", "none", ratio=True, what="effect",
+                                       gates={"none": good, "half": good, "bad": bad})
+    assert t.loc["half", "effect"] == pytest.approx(0.5) and t.loc["half", "verdict"] == "clearly lower"
+    assert t.loc["half", "low"] == pytest.approx(0.5) and t.loc["half", "high"] == pytest.approx(0.5)
+    assert t.loc["bad", "verdict"] == "not interpretable" and np.isnan(t.loc["bad", "effect"])
+    d = xb.mitigation.versus_reference(values, "change", "none", names=["half"], what="effect")
+    assert d.loc["half", "effect"] == pytest.approx(0.5 * base.mean() - base.mean())
+    size = xb.mitigation.versus_reference(values.assign(change=-values["change"]), "change", "none", names=["half"],
+                                          statistic=xb.mitigation.abs_mean, what="size")
+    assert size.loc["half", "effect"] == pytest.approx(-0.5 * base.mean()) and size.loc["half", "verdict"] == "clearly lower"
+    with pytest.raises(ValueError, match="reference 'nope' is not a model"):
+        xb.mitigation.versus_reference(values, "change", "nope", what="x")
+
+
+def test_artifact_effects_find_used_halved_and_worsened_artifacts():
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 300
+    effects = {("none", "frame"): 30.0, ("none", "patch"): 0.0, ("fix", "frame"): 3.0, ("fix", "patch"): 12.0,
+               ("flip", "frame"): -15.0, ("flip", "patch"): 0.0}
+    rows = [pd.DataFrame({"method": m, "artifact": a, "seed": 0, "index": np.arange(n),
+                          "change_pp": rng.normal(mu, 4, n)}) for (m, a), mu in effects.items()]
+    t = xb.mitigation.artifact_effects(pd.concat(rows, ignore_index=True), "none")
+    assert t.attrs["used"]["frame"].higher and not t.attrs["used"]["patch"].distinguishable
+    assert t.loc[("fix", "frame"), "size vs reference"] == "clearly lower" and t.loc[("fix", "frame"), "halved"] == 1
+    assert t.loc[("fix", "frame"), "share of reference"] == pytest.approx(0.1, abs=0.03)
+    # the patch was not used by the uncorrected model: no share, but a stronger effect is seen
+    assert t.loc[("fix", "patch"), "size vs reference"] == "clearly higher"
+    assert np.isnan(t.loc[("fix", "patch"), "halved"])
+    # a frame effect that turned around is smaller in size but reversed in sign: flagged as such
+    assert t.loc[("flip", "frame"), "size vs reference"] == "clearly lower" and t.loc[("flip", "frame"), "sign reversed"] == 1
+    assert t.loc[("fix", "frame"), "sign reversed"] == 0 and t.loc[("flip", "frame"), "effect vs 0"] == "clearly lower"
+
+
+class _Constant(nn.Module):
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), torch.ones(len(x))], 1)   # always 'malignant'
+
+
+def test_outcomes_of_a_constant_model():
+    ds = xb.data.SyntheticLesions(n=30, size=32, bias={"frame": (0.5, 0.5), "ruler": (0.5, 0.5)}, seed=0)
+    x, _ = xb.data.insert_artifact(ds.images, "frame", seed=0)
+    out = xb.mitigation.outcomes({"c": _Constant()}, {"clean": ds, "groups": ds}, inserted={"frame": x}, poisoned=x,
+                                 groups="groups", artifacts=["frame", "ruler"], seed=5)
+    acc = out["accuracy"]
+    assert set(acc["set"]) == {"clean", "groups", "poisoned"} and (acc["seed"] == 5).all()
+    assert acc[acc.set == "clean"]["correct"].mean() == pytest.approx(ds.labels.float().mean().item())
+    assert (out["insertion"]["change_pp"] == 0).all()
+    ids = xb.analysis.groups.group_ids(ds.labels, ds.artifacts[["frame", "ruler"]])
+    assert out["groups"]["group"].tolist() == ids.tolist()

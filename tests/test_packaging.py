@@ -59,7 +59,7 @@ def test_binder_lists_the_runtime_packages():
     assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111
 
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def test_notebooks_exist_in_order():

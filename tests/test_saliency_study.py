@@ -177,3 +177,44 @@ def test_ablation_table_by_hand():
     assert [row["-> MEL"], row["-> NV"], row["-> BCC"]] == pytest.approx([0.25, 0.5, 0.25])
     with pytest.raises(ValueError, match="class_names has 2 names"):
         ablation_table({"m": ColourNet().eval()}, x, masks, CLASSES[:2])
+
+
+def test_aurrac_gain_against_random_and_perfect_rankings():
+    from xaibias.analysis import aurrac, response_rate_accuracy
+    from xaibias.analysis.failure import aurrac_gain
+
+    rng = np.random.default_rng(0)
+    correct = rng.random(400) < 0.6
+    # the errors are the most salient images: the least salient are answered perfectly first
+    perfect = np.where(correct, rng.random(400), 1 + rng.random(400))
+    v, lo, hi = aurrac_gain(correct, perfect, n_boot=200, seed=1)
+    assert v == pytest.approx(aurrac(response_rate_accuracy(correct, perfect)) - correct.mean())
+    assert lo > 0.2  # a + a ln(1/a) - a = 0.6 ln(1/0.6) = 0.31 on a fine grid
+    # a saliency drawn without looking at the errors: its interval holds the random-ranking baseline 0
+    v0, lo0, hi0 = aurrac_gain(correct, rng.random(400), n_boot=200, seed=1)
+    assert lo0 < 0 < hi0 and abs(v0) < 0.05
+    # the errors are the least salient: below 0
+    assert aurrac_gain(correct, -perfect, n_boot=200, seed=1)[2] < 0
+    with pytest.raises(ValueError, match="all tied"):
+        aurrac_gain(correct, np.ones(400))
+    with pytest.raises(ValueError, match="400 entries but saliency has 3"):
+        aurrac_gain(correct, [1.0, 2.0, 3.0])
+
+
+def test_failure_table_intervals_and_ablation_per_image():
+    x, y, masks = _tiny_study(n=30)
+    models = {"baseline": ColourNet(2).eval()}
+    look = (y == 0).numpy()
+    table, _ = failure_table(models, x, y, masks, {"gradient": {}}, {"all": np.ones(len(y), bool)}, percentile=90,
+                             n_boot=200, seed=2)
+    r = table.iloc[0]
+    assert r.gain_low <= r["AURRAC - accuracy"] <= r.gain_high
+    plain, _ = failure_table(models, x, y, masks, {"gradient": {}}, {"a": look}, percentile=90)
+    assert "gain_low" not in plain.columns
+    out, per = ablation_table({"m": ColourNet().eval(), "n": ColourNet(2).eval()}, x, masks, CLASSES,
+                              return_per_image=True)
+    assert len(per) == len(x) and per["image"].tolist() == list(range(len(x)))
+    for name in ("m", "n"):
+        assert per[name].mean() == pytest.approx(out.loc[name, "unchanged"])
+        for c in CLASSES:
+            assert per[f"{name} -> {c}"].mean() == pytest.approx(out.loc[name, f"-> {c}"])

@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import xaibias as xb
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,8 +33,15 @@ def test_settings_match_the_notebook():
     assert re.search(rf"N_NEIGHBORS = {s.N_NEIGHBORS}\b", cell)
     assert re.search(rf"IMAGE_WEIGHT = {s.IMAGE_WEIGHT}\b", cell)
     assert f"frame=({s.FRAME_BIAS[0]}, {s.FRAME_BIAS[1]})" in cell
-    assert "test_fraction=0.3" in "".join(
-        "".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "02_spray_vs_gebi.ipynb").read_text())["cells"])
+    assert f"frame=({s.NO_FRAME_BIAS[0]}, {s.NO_FRAME_BIAS[1]})" in cell
+    assert re.search(rf"DIFFICULTY = xb\.config\.pick\({s.DIFFICULTY[True]}, xb\.data\.RECOMMENDED_DIFFICULTY\)", cell)
+    assert s.DIFFICULTY[False] == xb.data.RECOMMENDED_DIFFICULTY
+    assert re.search(rf"N_BOOT = xb\.config\.pick\({s.N_BOOT[True]}, {s.N_BOOT[False]}\)", cell)
+    code = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / "02_spray_vs_gebi.ipynb").read_text())["cells"])
+    assert "test_fraction=0.3" in code
+    # the notebook clusters the malignant test images, as the script does, with intervals and gates
+    assert "(y_test == 1).nonzero()" in code and "(yt == 1).nonzero()" in code
+    assert "n_boot=N_BOOT).assign(seed=seed)" in code
 
 
 def test_parse_seeds_is_the_shared_one():
@@ -48,10 +57,11 @@ def test_tiny_run_prints_the_table(tmp_path, monkeypatch, capsys):
     assert s.main(["--seeds", "0,1", "--fast", "--n-images", "240", "--epochs", "1", "--size", "32",
                    "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
-    assert "frame F1 of the best cluster per seed" in out and "one cluster" in out
-    assert "k = 2: SpRAy" in out and "k = 4: SpRAy" in out
+    assert "frame F1 of the best cluster at k = 2 per seed" in out and "one cluster F1" in out
+    assert "k = 2: gate passed in" in out and "k = 4: gate passed in" in out and "clean accuracy" in out
     import pandas as pd
 
     rows = pd.read_csv(csv)
     assert set(rows["seed"]) == {0, 1} and set(rows["method"]) == {"SpRAy", "GEBI"} and set(rows["k"]) == {2, 4}
     assert rows["f1"].between(0, 1).all() and rows["f1_one_cluster"].between(0, 1).all()
+    assert (rows["f1_low"] <= rows["f1"] + 1e-9).all() and rows["passes_gate"].isin([True, False]).all()

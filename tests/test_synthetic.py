@@ -264,7 +264,7 @@ def test_hide_lesion_bad_input(biased):
         (dict(difficulty=1.5), r"difficulty must be a number in \[0,1\]"),
         (dict(seed=-1), "seed must be a non-negative int"),
         (dict(skin_tones=["VII"]), "skin_tones has unknown tone 'VII'"),
-        (dict(artifact_params={"frame": {"colour": 1}}), r"artifact_params\['frame'\] has unknown parameter"),
+        (dict(artifact_params={"frame": {"colour": 1}}), r"artifact_params\['frame'\] has unknown painter parameter"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, message):

@@ -63,21 +63,81 @@ def test_group_accuracy(capsys):
     assert_pending(capsys, teaching.check_group_accuracy, ..., ..., correct, FLAGS)
 
 
+def test_group_accuracy_words_come_from_an_interval(capsys):
+    from xaibias import findings
+
+    flags = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    far = np.r_[np.tile([1.0, 0.0, 0.0, 0.0], 50), np.ones(200)]    # 25 % vs 100 %: clearly apart
+    out = assert_right(capsys, teaching.check_group_accuracy, 0.25, 1.0, far, flags)
+    assert "framed images lose more" in out and "clearly lower" in out
+    near = np.r_[np.tile([1.0, 0.0], 100), np.tile(np.r_[np.ones(11), np.zeros(9)], 10)]  # 50 % vs 55 %, 200 each
+    out = assert_right(capsys, teaching.check_group_accuracy, 0.5, 0.55, near, flags)
+    assert "not distinguishable" in out and "lose more" not in out
+    # a flagged model: the arithmetic is right, the groups are not read
+    gate = findings.model_gate("m", (0.5, 0.45, 0.55), quiet=True)
+    out = assert_right(capsys, teaching.check_group_accuracy, 0.25, 1.0, far, flags, gate=gate)
+    assert "not interpretable" in out and "lose more" not in out
+
+
+class Threshold(nn.Module):
+    """Class 1 when the mean of the red channel is above 0.5: a model whose accuracies are known."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        v = 50 * (x[:, 0].mean((1, 2)) - 0.5)
+        return torch.stack([-v, v], 1)
+
+
+def toy_set(n_right, n_wrong):
+    """A set on which Threshold is right on n_right images and wrong on n_wrong (labels alternate)."""
+    from types import SimpleNamespace
+
+    n = n_right + n_wrong
+    labels = torch.arange(n) % 2
+    bright = torch.where(torch.arange(n) < n_right, labels, 1 - labels).float()   # red above 0.5 <=> predicted 1
+    images = (0.3 + 0.4 * bright).view(n, 1, 1, 1).expand(n, 3, 4, 4).clone()
+    return SimpleNamespace(images=images, labels=labels)
+
+
 def test_reversed_drop(capsys):
     assert_right(capsys, teaching.check_reversed_drop, 0.31, 0.90, 0.59)
     assert_wrong(teaching.check_reversed_drop, -0.31, 0.90, 0.59, match="other order")
     assert_wrong(teaching.check_reversed_drop, 31.0, 0.90, 0.59, match="percentage points")
     assert_wrong(teaching.check_reversed_drop, 0.05, 0.90, 0.59, match="differ by \\+0.310")
     assert_pending(capsys, teaching.check_reversed_drop, ..., ..., ...)
-    # the prediction is reported, not marked
-    assert "Your prediction held" in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7, compare_to=0.31,
-                                                  prediction="smaller")
-    assert "You predicted 'larger'" in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7,
-                                                    compare_to=0.31, prediction="larger")
-    assert "close to chance" in assert_right(capsys, teaching.check_reversed_drop, 0.0, 0.6, 0.6)
-    assert "close to chance" not in assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7)
+    # a plain number to compare with gives no verdict word
+    out = assert_right(capsys, teaching.check_reversed_drop, 0.1, 0.8, 0.7, compare_to=0.31, prediction="smaller")
+    assert "not compared" in out and "prediction held" not in out
     with pytest.raises(ValueError, match="prediction must be"):
-        teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=0.31, prediction="lower")
+        teaching.check_reversed_drop(0.1, 0.8, 0.7, compare_to=(0.31, 0.25, 0.37), prediction="lower")
+
+
+def test_reversed_drop_compares_intervals_and_gates_the_model(capsys):
+    model = Threshold()
+    same, reversed_ = toy_set(360, 40), toy_set(280, 120)        # 0.90 and 0.70: drop 0.20
+    clean = toy_set(320, 80)                                       # 0.80, clearly above chance
+    kw = dict(model=model, same=same, reversed=reversed_, clean=clean)
+    # the other model's drop 0.50 +- 0.03: clearly larger than 0.20 (interval about +-0.05)
+    out = assert_right(capsys, teaching.check_reversed_drop, 0.2, 0.9, 0.7, compare_to=(0.5, 0.47, 0.53),
+                       prediction="smaller", **kw)
+    assert "clearly smaller" in out and "Your prediction held" in out
+    out = assert_right(capsys, teaching.check_reversed_drop, 0.2, 0.9, 0.7, compare_to=(0.5, 0.47, 0.53),
+                       prediction="larger", **kw)
+    assert "You predicted 'larger'" in out
+    # a drop inside the other's interval: not distinguishable, whatever the point values say
+    out = assert_right(capsys, teaching.check_reversed_drop, 0.2, 0.9, 0.7, compare_to=(0.22, 0.17, 0.27),
+                       prediction="smaller", **kw)
+    assert "not distinguishable" in out and "You predicted 'smaller'" in out
+    # accuracies that are not this model's
+    assert_wrong(teaching.check_reversed_drop, 0.1, 0.8, 0.7, compare_to=(0.5, 0.47, 0.53), match="acc_same", **kw)
+    # a model at chance on the clean set: its drop is not compared
+    out = assert_right(capsys, teaching.check_reversed_drop, 0.2, 0.9, 0.7, compare_to=(0.5, 0.47, 0.53),
+                       prediction="smaller", model=model, same=same, reversed=reversed_, clean=toy_set(205, 195))
+    assert "not interpretable" in out and "prediction held" not in out
+    assert_pending(capsys, teaching.check_reversed_drop, 0.2, 0.9, 0.7, model=..., same=..., reversed=...)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,6 +298,66 @@ def test_insertion_effect(capsys):
     assert_wrong(teaching.check_insertion_effect, every, model, match="benign ones", **kw)
     assert_wrong(teaching.check_insertion_effect, benign + 5, model, match="your effect", **kw)
     assert_pending(capsys, teaching.check_insertion_effect, ..., ..., **kw)
+    # the gate: on a set where the red channel tells the class MeanRed is always right, on one where it is
+    # not, at chance; a right number from a model at chance is confirmed, but its effect is not read
+    from types import SimpleNamespace
+
+    y = torch.arange(200) % 2
+    red = torch.full((200, 3, 4, 4), 0.5)
+    red[:, 0] = (0.2 + 0.6 * y.float()).view(200, 1, 1)   # red below the other channels for class 0, above for 1
+    learnable = SimpleNamespace(images=red, labels=y)
+    out = assert_right(capsys, teaching.check_insertion_effect, benign, model, clean=learnable, **kw)
+    assert "passed its gate" in out
+    blind = SimpleNamespace(images=torch.full((200, 3, 4, 4), 0.5), labels=y)   # every image the same call
+    out = assert_right(capsys, teaching.check_insertion_effect, benign, model, clean=blind, **kw)
+    assert "not interpretable" in out and "Beside it" not in out
+
+
+@pytest.fixture
+def conv_net():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(20, 3)).eval()
+    image = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(3))
+    return model, image
+
+
+def crp_heatmap(model, image, layer, channels, target):
+    """zennit-crp's CondAttribution: the route a student takes (the check uses zennit with its own mask)."""
+    from crp.attribution import CondAttribution
+
+    from xaibias.explain.attribution import make_composite
+
+    comp = make_composite("EpsilonPlusFlat", "auto", model=model, input_shape=(1, *image.shape))
+    cond = {"y": [target]} if channels is None else {"y": [target], layer: list(channels)}
+    res = CondAttribution(model)(image[None].clone().requires_grad_(True), [cond], comp)
+    return res.heatmap[0].detach()
+
+
+def test_rest_of_layer(capsys, conv_net):
+    model, image = conv_net
+    layer, c, target = "2", 1, 2
+    rest = crp_heatmap(model, image, layer, [i for i in range(5) if i != c], target)
+    own = crp_heatmap(model, image, layer, [c], target)
+    plain = crp_heatmap(model, image, layer, None, target)
+    # the two conditional heatmaps split the plain one (no shortcut around the layer)
+    assert torch.allclose(own + rest, plain, atol=1e-5 * float(plain.abs().max()))
+    assert float((own - rest).abs().max()) > 1e-3 * float(plain.abs().max())
+    out = assert_right(capsys, teaching.check_rest_of_layer, rest, model, image, layer, c, target)
+    assert "plain LRP heatmap" in out
+    assert_wrong(teaching.check_rest_of_layer, own, model, image, layer, c, target, match="own heatmap")
+    assert_wrong(teaching.check_rest_of_layer, plain, model, image, layer, c, target, match="condition on the layer is missing")
+    other = crp_heatmap(model, image, layer, [i for i in range(5) if i != c], 0)
+    assert_wrong(teaching.check_rest_of_layer, other, model, image, layer, c, target, match="you explained class 0")
+    assert_wrong(teaching.check_rest_of_layer, rest[None].repeat(3, 1, 1) / 3, model, image, layer, c, target,
+                 match="3 colour channels")
+    assert_wrong(teaching.check_rest_of_layer, rest + 0.1 * float(plain.abs().max()), model, image, layer, c, target,
+                 match="differs from the rest-of-layer heatmap")
+    assert_pending(capsys, teaching.check_rest_of_layer, ..., model, image, layer, c, target)
+    with pytest.raises(ValueError, match="not a module"):
+        teaching.check_rest_of_layer(rest, model, image, "nope", c, target)
+    with pytest.raises(ValueError, match="concept must be a channel"):
+        teaching.check_rest_of_layer(rest, model, image, layer, 9, target)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,8 +432,8 @@ def test_resample_size(capsys):
 
 
 def test_effect_ratio(capsys):
-    assert "target is met" in assert_right(capsys, teaching.check_effect_ratio, 0.25, 5.0, 20.0)
-    assert "target is missed" in assert_right(capsys, teaching.check_effect_ratio, 0.75, 15.0, 20.0)
+    assert "keeps 25%" in assert_right(capsys, teaching.check_effect_ratio, 0.25, 5.0, 20.0)
+    assert "one point value" in assert_right(capsys, teaching.check_effect_ratio, 0.75, 15.0, 20.0)
     assert_wrong(teaching.check_effect_ratio, 4.0, 5.0, 20.0, match="upside down")
     assert_wrong(teaching.check_effect_ratio, 0.75, 5.0, 20.0, match="share removed")
     assert_wrong(teaching.check_effect_ratio, 25.0, 5.0, 20.0, match="percentage")
@@ -333,6 +453,115 @@ def test_gap_by_method(capsys):
     assert_wrong(teaching.check_gap_by_method, 0.25, report, match="pandas Series")
     assert_wrong(teaching.check_gap_by_method, pd.Series({"baseline": 0.2, "rrr": 0.0}), report, match="per row")
     assert_pending(capsys, teaching.check_gap_by_method, ..., report)
+
+
+def _red_sets(n=200):
+    """clean / same / reversed sets in which the red channel tells the class and a 'frame' flag follows the tie."""
+    from types import SimpleNamespace
+
+    y = torch.arange(n) % 2
+    red = torch.full((n, 3, 4, 4), 0.5)
+    red[:, 0] = (0.2 + 0.6 * y.float()).view(n, 1, 1)
+    frame = {"clean": np.zeros(n, bool), "same": (y.numpy() == 1), "reversed": (y.numpy() == 0)}
+    return {k: SimpleNamespace(images=red, labels=y, artifacts=pd.DataFrame({"frame": f})) for k, f in frame.items()}
+
+
+class _Always(nn.Module):
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), torch.ones(len(x))], 1)
+
+
+def test_effect_ratio_grades_only_a_model_that_passes_the_gate(capsys):
+    sets = _red_sets()
+    out = assert_right(capsys, teaching.check_effect_ratio, 0.25, 5.0, 20.0, model=MeanRed(), tests=sets)
+    assert "keeps 25%" in out
+    # a model that always says malignant is at chance on the clean set: its ratio is not graded, not even a wrong one
+    assert teaching.check_effect_ratio(0.9, 5.0, 20.0, model=_Always(), tests=sets) is None
+    assert "Not graded" in capsys.readouterr().out
+    assert_pending(capsys, teaching.check_effect_ratio, 0.25, 5.0, 20.0, model=..., tests=sets)
+    with pytest.raises(ValueError, match="pass tests="):
+        teaching.check_effect_ratio(0.25, 5.0, 20.0, model=MeanRed())
+
+
+def test_gap_by_method_names_flagged_models(capsys):
+    from xaibias.findings import model_gate
+
+    report = pd.DataFrame({"method": ["baseline", "rrr", "baseline", "rrr"], "seed": [0, 0, 1, 1],
+                           "acc_same": [0.9, 0.8, 0.85, 0.78], "acc_reversed": [0.6, 0.79, 0.65, 0.74]})
+    gates = {"baseline": model_gate("baseline", np.ones(40), quiet=True),
+             "rrr": model_gate("rrr", np.r_[np.ones(20), np.zeros(20)], quiet=True)}
+    out = assert_right(capsys, teaching.check_gap_by_method, pd.Series({"baseline": 0.25, "rrr": 0.025}), report, gates=gates)
+    assert "rrr +0.025" in out and "flagged by the gate" in out and "Smallest" not in out
+
+
+def test_cav_direction_by_hand(capsys):
+    from xaibias.findings import cav_gate
+
+    rng = np.random.default_rng(0)
+    n, c = 300, 6
+    y = np.arange(n) % 2
+    flags = (rng.random(n) < np.where(y == 1, 0.7, 0.2))          # the concept comes mostly with class 1
+    acts = rng.normal(0, 0.3, (n, c)) + 2.0 * y[:, None] * np.eye(c)[1] + 1.5 * flags[:, None] * np.eye(c)[3]
+    centred = acts.copy()
+    for k in (0, 1):
+        centred[y == k] -= centred[y == k].mean(0)
+    v = centred[flags].mean(0) - centred[~flags].mean(0)
+    v /= np.linalg.norm(v)
+    assert abs(v[3]) > 0.95                                       # the concept's channel, not the class's
+    gate = cav_gate("concept", acts @ v, flags, quiet=True)
+    check = teaching.check_cav_direction
+    assert "cosine" in assert_right(capsys, check, v, acts, flags, y, gate=gate)
+    plain = acts[flags].mean(0) - acts[~flags].mean(0)
+    assert_wrong(check, plain / np.linalg.norm(plain), acts, flags, y, match="plain means")
+    assert_wrong(check, -v, acts, flags, y, match="sign is flipped")
+    assert_wrong(check, 3 * v, acts, flags, y, match="length is 3.000")
+    assert_wrong(check, np.ones(c) / np.sqrt(c), acts, flags, y, match="centre each class")
+    assert_wrong(check, v[:3], acts, flags, y, match="one number per channel")
+    assert_pending(capsys, check, ..., acts, flags, y)
+    noise = rng.random(n) < 0.5
+    flagged = cav_gate("noise", rng.normal(size=n), noise, quiet=True)
+    assert not flagged
+    assert check(v, acts, noise, y, gate=flagged) is None and "Not graded" in capsys.readouterr().out
+
+
+
+
+def _red_net(w):
+    """Identity 1x1 conv (layer '1' is its ReLU), mean pooling, then logits = w @ (mean r, g, b)."""
+    net = nn.Sequential(nn.Conv2d(3, 3, 1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+        net[4].weight.copy_(torch.tensor(w))
+    return net.eval()
+
+
+def test_tcav_by_hand(capsys):
+    from xaibias.analysis import CAV
+    from xaibias.findings import cav_gate
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.2 + 0.1 * torch.rand(40, 3, 6, 6, generator=g)
+    flags = (torch.arange(40) % 2 == 0).numpy()
+    x[flags, 0, 1:4, 1:4] = 0.9                                   # a red square: the concept
+    favours = _red_net([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])       # red raises the log-odds of class 1 everywhere
+    cav = CAV("1").fit(favours, x, flags)
+    gate = cav_gate("red", cav.cv_scores_, flags, quiet=True)
+    assert gate
+    out = assert_right(capsys, teaching.check_tcav, 1.0, cav, favours, x, gate=gate)
+    assert "TCAV 1.000" in out
+    assert_wrong(teaching.check_tcav, 0.0, cav, favours, x, match="where the log-odds fall")
+    assert_wrong(teaching.check_tcav, 100.0, cav, favours, x, match="percentage")
+    assert_wrong(teaching.check_tcav, 0.4, cav, favours, x, match="your score is 0.400")
+    # red raises both logits but class 0's more: TCAV of the log-odds 0, of the malignant logit alone 1
+    both = _red_net([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert_right(capsys, teaching.check_tcav, 0.0, cav, both, x)
+    assert_wrong(teaching.check_tcav, 1.0, cav, both, x, match="malignant logit alone")
+    assert_pending(capsys, teaching.check_tcav, ..., cav, both, x)
+    flagged = cav_gate("noise", np.random.default_rng(0).normal(size=40), flags, quiet=True)
+    assert not flagged
+    assert teaching.check_tcav(1.0, cav, favours, x, gate=flagged) is None
+    assert "Not graded" in capsys.readouterr().out
 
 
 def test_isolated_rng_restores_every_generator():
@@ -410,7 +639,8 @@ def test_one_group(capsys):
                           "ruler": [False, False, False, True, False, False, False, True]})
     # group rows 0-2: correct 0, 1, 0 -> 1/3; all images correct: rows 1, 4, 5, 6 -> 0.5
     out = assert_right(capsys, teaching.check_one_group, 3, 1 / 3, labels, preds, flags, 0, ["frame"])
-    assert "3 images" in out and "below the average" in out
+    # two binomial standard errors of 1/3 on 3 images: 2 * sqrt(1/3 * 2/3 / 3) = 0.544 -> "±54%"; no verdict word
+    assert "3 images" in out and "±54%" in out and "below the average" not in out
     assert_wrong(teaching.check_one_group, 4, 1 / 4, labels, preds, flags, 0, ["frame"], match="whatever else")
     assert_wrong(teaching.check_one_group, 4, 1 / 2, labels, preds, flags, 1, ["frame"], match="both classes")
     assert_wrong(teaching.check_one_group, 2, 1 / 3, labels, preds, flags, 0, ["frame"], match="your group has 2")

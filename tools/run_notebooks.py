@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "build")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = ap.parse_args(argv)
-    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     fast = os.environ.get("XAIBIAS_FAST") or ("CI" if os.environ.get("CI") else "off")
     print(f"executing {len(paths)} notebook(s) into {args.out} (FAST: {fast})", flush=True)
     rows = []

@@ -185,7 +185,7 @@ class Comparison:
         a = self.a.text(fmt) if self.a is not None else ""
         b = (self.b.text(fmt) if isinstance(self.b, Estimate) else format(self.b, fmt)) if self.b is not None else ""
         effect = "ratio" if self.kind == "ratio" else "difference"
-        sign = "" if self.kind == "ratio" else "+"
+        sign = "" if self.kind == "ratio" or fmt.startswith(("+", "-", " ")) else "+"   # "+.2f" signs already
         pct = f"{round(100 * self.level)} %"
         how = "paired, " if self.paired else ""
         word = {"clearly higher": "is clearly higher than", "clearly lower": "is clearly lower than",

@@ -118,7 +118,7 @@ def artifact_rule_accuracy(flags: Any, labels: Any, positive: int | None = None)
 
 def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = None, same: Any = None,
                rule: Mapping[str, float] | None = None, rule_tol: float = 0.10, seed: int = 0,
-               quiet: bool = False) -> Gate:
+               measure: str = "accuracy", quiet: bool = False) -> Gate:
     """Flag a classifier as collapsed, or pass it.
 
     Parameters
@@ -140,19 +140,24 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
         The single-artifact rule's accuracies on the same sets (:func:`artifact_rule_accuracy`).
         Flagged when the model's accuracy is within ``rule_tol`` of the rule's on every set given:
         the rule explains the model.
+    measure : str
+        What the per-set numbers are, as the gate line names them: ``"accuracy"``, or for example
+        ``"balanced accuracy"`` when ``clean`` is one (its chance is then 0.5 whatever the classes).
     """
     chance = to_number(name, "chance", chance)
+    if not isinstance(measure, str) or not measure.strip():
+        raise ValueError(f"{name}: measure must be a non-empty string such as 'balanced accuracy'; got {measure!r}")
     reasons: list[str] = []
-    acc = {"clean": _accuracy(clean, name, "clean accuracy", seed)}
+    acc = {"clean": _accuracy(clean, name, f"clean {measure}", seed)}
     if reversed is not None:
-        acc["reversed"] = _accuracy(reversed, name, "reversed accuracy", seed)
+        acc["reversed"] = _accuracy(reversed, name, f"reversed {measure}", seed)
     if same is not None:
-        acc["same"] = _accuracy(same, name, "same-tie accuracy", seed)
+        acc["same"] = _accuracy(same, name, f"same-tie {measure}", seed)
     c = acc["clean"]
     if c.low <= chance:
-        reasons.append(f"clean accuracy {c.text()} reaches chance {chance:.3f}")
+        reasons.append(f"clean {measure} {c.text()} reaches chance {chance:.3f}")
     if "reversed" in acc and acc["reversed"].high < chance:
-        reasons.append(f"reversed-set accuracy {acc['reversed'].text()} is below chance {chance:.3f}")
+        reasons.append(f"reversed-set {measure} {acc['reversed'].text()} is below chance {chance:.3f}")
     if rule:
         missing = [k for k in rule if k not in acc]
         if missing:
@@ -162,7 +167,7 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
         if max(gaps.values()) <= rule_tol:
             pairs = ", ".join(f"{k} {acc[k].value:.3f} vs rule {rule[k]:.3f}" for k in rule)
             reasons.append(f"a single-artifact rule explains it ({pairs}; all within {rule_tol:.2f})")
-    evidence = ", ".join(f"{k} accuracy {e.text()}" for k, e in acc.items()) + f"; chance {chance:.3f}"
+    evidence = ", ".join(f"{k} {measure} {e.text()}" for k, e in acc.items()) + f"; chance {chance:.3f}"
     g = Gate(name=name, what="model", ok=not reasons, reasons=reasons, evidence=evidence)
     return g._announce(quiet)
 

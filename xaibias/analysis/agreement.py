@@ -29,11 +29,22 @@ Trivial baselines, to print beside every cluster score (:func:`agreement_baselin
 :func:`pair_split_rate` scores a clustering on pairs (an image and its copy with a pasted
 artifact): how often the two land in different clusters, beside the chance rate of two images
 drawn at random from the same cluster sizes landing apart.
+
+Intervals and gates, so that a clustering is read only where it clears its baselines:
+
+- :func:`agreement_interval`: the best-cluster F1 (or the ARI) of a fixed clustering against one
+  artifact, with a percentile bootstrap interval over the clustered images;
+- :func:`agreement_difference`: the difference of that score between two clusterings of the same
+  images (SpRAy vs GEBI), resampling the images once for both (paired);
+- :func:`score_clustering`: the F1 interval, the ARI interval, both trivial baselines and the
+  validity gate (:func:`xaibias.validity.clustering_gate`) of one clustering, as a
+  :class:`ClusteringScore` whose ``line()`` is the printed sentence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +54,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from .._checks import describe
 
-__all__ = ["cluster_agreement", "cluster_artifact_table", "agreement_baselines", "pair_split_rate"]
+__all__ = ["cluster_agreement", "cluster_artifact_table", "agreement_baselines", "pair_split_rate",
+           "agreement_interval", "agreement_difference", "score_clustering", "ClusteringScore", "AGREEMENT_SCORES"]
+
+#: Scores :func:`agreement_interval` and :func:`agreement_difference` compute.
+AGREEMENT_SCORES = ("f1", "ari")
 
 _COLUMNS = ["artifact", "best_cluster", "precision", "recall", "f1", "support", "cluster_size", "ari", "nmi"]
 
@@ -271,3 +286,204 @@ def pair_split_rate(labels_a: Any, labels_b: Any) -> tuple[float, float]:
     _, counts = np.unique(np.concatenate([a, b]), return_counts=True)
     shares = counts / counts.sum()
     return float((a != b).mean()), float(1.0 - (shares**2).sum())
+
+
+def _as_flag(flags: Any, n: int, name: str = "flags") -> np.ndarray:
+    f = np.asarray(flags.detach().cpu() if isinstance(flags, torch.Tensor) else flags)
+    if isinstance(flags, pd.DataFrame):
+        if flags.shape[1] != 1:
+            raise ValueError(f"{name} must be one artifact (a 1-D bool array or a one-column DataFrame); "
+                             f"got {flags.shape[1]} columns")
+        f = flags.iloc[:, 0].to_numpy()
+    f = f.reshape(-1) if f.ndim == 2 and 1 in f.shape else f
+    if f.ndim != 1 or len(f) != n:
+        raise ValueError(f"{name} must be 1-D with one entry per clustered image ({n}); got shape {np.shape(f)}")
+    if f.dtype != bool:
+        if not np.isin(f.astype(float), (0.0, 1.0)).all():
+            raise ValueError(f"{name} must be bool or 0/1; got values such as {np.unique(f)[:5].tolist()}")
+        f = f.astype(bool)
+    if f.all() or not f.any():
+        raise ValueError(f"{name} must hold images with and without the artifact; got {int(f.sum())} of {n} flagged")
+    return f
+
+
+def _score_function(score: str):
+    if score == "f1":
+        def f1(lab: np.ndarray, flag: np.ndarray) -> float:
+            _, inverse = np.unique(lab, return_inverse=True)
+            return _best_f1(inverse, np.bincount(inverse), flag.astype(bool))
+        return f1
+    if score == "ari":
+        def ari(lab: np.ndarray, flag: np.ndarray) -> float:
+            return float(adjusted_rand_score(flag.astype(bool), lab))
+        return ari
+    raise ValueError(f"score must be one of {AGREEMENT_SCORES}; got {score!r}")
+
+
+def agreement_interval(labels: Any, flags: Any, *, score: str = "f1", n_boot: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """Score of a fixed clustering against one artifact, with a bootstrap interval over images.
+
+    The images are resampled with replacement (each keeping its cluster and its flag), within the
+    images with and without the artifact, so every resample keeps the artifact's share (and the
+    one-cluster baseline ``2p / (1 + p)`` stays what it is), and the score is recomputed: ``"f1"`` is the best cluster's F1 (as ``cluster_agreement``'s ``f1``), ``"ari"``
+    the adjusted Rand index between the clustering and the split artifact / no artifact. The
+    interval says how much the score depends on which images happened to be clustered; it does not
+    refit the clustering.
+
+    Parameters
+    ----------
+    labels : array-like (N,)
+        Cluster index per image.
+    flags : array-like (N,) of bool or 0/1, or a one-column DataFrame
+        Whether each image has the artifact; both values must occur.
+    score : {"f1", "ari"}
+    n_boot, level, seed
+        Bootstrap draws, coverage and seed (:func:`xaibias.analysis.bootstrap_ci`).
+
+    Returns
+    -------
+    (value, low, high) : tuple of float
+
+    Examples
+    --------
+    >>> v, lo, hi = agreement_interval([0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0])
+    >>> v, lo, hi
+    (1.0, 1.0, 1.0)
+    """
+    from .stats import bootstrap_ci
+
+    lab = _as_cluster_labels(labels)
+    flag = _as_flag(flags, len(lab))
+    fn = _score_function(score)
+    return bootstrap_ci(lab, flag.astype(float), statistic=fn, n_boot=n_boot, level=level, seed=seed, paired=True,
+                        strata=flag)
+
+
+def agreement_difference(labels_a: Any, labels_b: Any, flags: Any, *, score: str = "f1", n_boot: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``score(labels_a) - score(labels_b)`` for two clusterings of the same images, paired bootstrap.
+
+    Every resample draws the images once (within the images with and without the artifact, as in
+    :func:`agreement_interval`) and scores both clusterings on them, so what the two clusterings
+    share (the same easy and hard images) cancels. Use it for SpRAy vs GEBI on the same
+    maps; pass the interval to :func:`xaibias.findings.compare` against no effect (0).
+
+    Parameters
+    ----------
+    labels_a, labels_b : array-like (N,)
+        Cluster index per image under each clustering.
+    flags, score, n_boot, level, seed
+        As in :func:`agreement_interval`.
+
+    Returns
+    -------
+    (value, low, high) : tuple of float
+    """
+    from .stats import bootstrap_ci
+
+    a = _as_cluster_labels(labels_a)
+    b = _as_cluster_labels(labels_b)
+    if len(a) != len(b):
+        raise ValueError(f"mismatched N: labels_a has N={len(a)}, labels_b has N={len(b)}; both must cluster the "
+                         "same images")
+    flag = _as_flag(flags, len(a)).astype(float)
+    fn = _score_function(score)
+    return bootstrap_ci(a, b, flag, statistic=lambda x, y, f: fn(x, f) - fn(y, f), n_boot=n_boot, level=level,
+                        seed=seed, paired=True, strata=flag)
+
+
+@dataclass
+class ClusteringScore:
+    """One clustering scored against one artifact: intervals, trivial baselines and the validity gate.
+
+    ``f1`` and ``ari`` are ``(value, low, high)``; ``f1_one_cluster`` is one all-in-one cluster's F1,
+    ``f1_random_high`` the 95th percentile of shuffled labels with the same cluster sizes (their ARI
+    is about 0, the one cluster's exactly 0). ``gate`` is true when the F1 interval's low end clears
+    both F1 baselines; ``bool(score)`` is the gate.
+    """
+
+    name: str
+    artifact: str
+    share: float
+    f1: tuple[float, float, float]
+    ari: tuple[float, float, float]
+    f1_one_cluster: float
+    f1_random: float
+    f1_random_high: float
+    n: int
+    n_clusters: int
+    gate: Any
+
+    def __bool__(self) -> bool:
+        return bool(self.gate)
+
+    def row(self) -> dict:
+        """The numbers as one table row (for a DataFrame of several clusterings)."""
+        return {"clustering": self.name, "n": self.n, "k": self.n_clusters, f"{self.artifact} share": self.share,
+                "F1": self.f1[0], "F1 low": self.f1[1], "F1 high": self.f1[2],
+                "one cluster F1": self.f1_one_cluster, "shuffled F1 (95th pct)": self.f1_random_high,
+                "ARI": self.ari[0], "ARI low": self.ari[1], "ARI high": self.ari[2], "passes gate": bool(self.gate)}
+
+    def line(self, fmt: str = ".3f") -> str:
+        """The printed sentence: the scores with their intervals beside both baselines, and the gate."""
+        f1, ari = self.f1, self.ari
+        return (f"{self.name}: {self.artifact} F1 {f1[0]:{fmt}} [{f1[1]:{fmt}}, {f1[2]:{fmt}}], ARI {ari[0]:{fmt}} "
+                f"[{ari[1]:{fmt}}, {ari[2]:{fmt}}]; one all-in-one cluster F1 {self.f1_one_cluster:{fmt}}, shuffled "
+                f"labels (95th percentile) {self.f1_random_high:{fmt}} -> {self.gate.line()}")
+
+    def __str__(self) -> str:
+        return self.line()
+
+
+def score_clustering(name: str, labels: Any, flags: Any, *, artifact: str = "artifact", n_random: int = 200,
+                     n_boot: int = 1000, seed: int = 0, quiet: bool = False) -> ClusteringScore:
+    """Score a clustering against one artifact and gate it against its trivial baselines.
+
+    The best-cluster F1 and the ARI get bootstrap intervals over images (:func:`agreement_interval`);
+    the baselines are one all-in-one cluster's F1 and the 95th percentile of the F1 of shuffled
+    labels with the same cluster sizes (:func:`agreement_baselines`). The clustering passes
+    (:func:`xaibias.validity.clustering_gate`) only when the F1 interval's low end lies above both;
+    otherwise nothing about its clusters should be read (pass ``score.gate`` to
+    :func:`xaibias.findings.compare` or :func:`xaibias.findings.guard`).
+
+    Parameters
+    ----------
+    name : str
+        The clustering, as printed (for example ``"GEBI, k = 2"``).
+    labels : array-like (N,)
+        Cluster index per image.
+    flags : array-like (N,) or a one-column DataFrame
+        The artifact per image (both values must occur).
+    artifact : str
+        The artifact's name, as printed (taken from a one-column DataFrame when not given).
+    n_random, n_boot, seed
+        Shuffles of the random baseline, bootstrap draws, and the seed of both.
+    quiet : bool
+        Do not print the line (the gate is still recorded when ``XAIBIAS_FINDINGS`` is set).
+
+    Returns
+    -------
+    ClusteringScore
+    """
+    from ..validity import clustering_gate
+
+    if not isinstance(name, str) or not name:
+        raise ValueError("score_clustering: name must be a non-empty string (it names the clustering in the gate)")
+    if artifact == "artifact" and isinstance(flags, pd.DataFrame) and flags.shape[1] == 1:
+        artifact = str(flags.columns[0])
+    lab = _as_cluster_labels(labels)
+    flag = _as_flag(flags, len(lab))
+    base = agreement_baselines(lab, {artifact: flag}, n_random=n_random, seed=seed).loc[artifact]
+    f1 = agreement_interval(lab, flag, score="f1", n_boot=n_boot, seed=seed)
+    ari = agreement_interval(lab, flag, score="ari", n_boot=n_boot, seed=seed)
+    gate = clustering_gate(name, f1, {"one all-in-one cluster": float(base["f1_one_cluster"]),
+                                      "shuffled labels (95th percentile)": float(base["f1_random_high"])},
+                           quiet=True)
+    out = ClusteringScore(name=name, artifact=artifact, share=float(base["share"]), f1=f1, ari=ari,
+                          f1_one_cluster=float(base["f1_one_cluster"]), f1_random=float(base["f1_random"]),
+                          f1_random_high=float(base["f1_random_high"]), n=len(lab),
+                          n_clusters=len(np.unique(lab)), gate=gate)
+    if not quiet:
+        print(out.line())
+    return out

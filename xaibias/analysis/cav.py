@@ -49,8 +49,9 @@ import torch
 from torch import nn
 
 from .._checks import as_images, describe, model_device
+from .._options import checked_init
 
-__all__ = ["CAV", "cav_retrieval"]
+__all__ = ["CAV", "cav_retrieval", "cav_report", "random_concept_cavs"]
 
 _METHODS = ("signal", "svm", "ridge")
 _LISTED = (nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
@@ -205,6 +206,7 @@ class CAV:
     >>> cav.auroc_, cav.score(model, test.images), cav.localize(model, test.images[:8])
     """
 
+    @checked_init  # an unknown keyword names itself and the parameters below
     def __init__(self, layer: str | None, method: str = "signal", random_state: int = 0, C: float = 1.0,
                  alpha: float = 1.0, cv: int = 5, batch_size: int = 128) -> None:
         if method not in _METHODS:
@@ -415,7 +417,7 @@ class CAV:
         return torch.cat(out).numpy()
 
     def tcav(self, model: nn.Module, images: Any, target: int | Sequence[int], atol: float = 1e-7,
-             versus: int | None = None) -> float:
+             versus: int | None = None, per_image: bool = False) -> float | np.ndarray:
         """TCAV score: the share of ``images`` whose ``target`` logit rises along the CAV (Kim et al. 2018).
 
         ``versus`` (a class index) scores ``logit_target - logit_versus`` instead: in a ReLU network a
@@ -426,10 +428,12 @@ class CAV:
         0.5 means the concept pushes the class up as often as down. A derivative within ``atol`` of
         zero (a model that cannot see the direction at all, such as one with a P-ClArC projection
         at this layer) counts half, so such a model scores 0.5 rather than 0; see
-        :meth:`directional_derivatives` for the size of the effect.
+        :meth:`directional_derivatives` for the size of the effect. ``per_image=True`` returns each
+        image's count (1 up, 0 down, 0.5 flat) instead of their mean, for an interval over images.
         """
         dd = self.directional_derivatives(model, images, target, versus=versus)
-        return float(np.where(np.abs(dd) <= atol, 0.5, dd > 0).mean())
+        counts = np.where(np.abs(dd) <= atol, 0.5, (dd > 0).astype(float))
+        return counts if per_image else float(counts.mean())
 
 
 def cav_retrieval(model: nn.Module, images: Any, flags: Any, layers: Sequence[str],
@@ -477,3 +481,94 @@ def cav_retrieval(model: nn.Module, images: Any, flags: Any, layers: Sequence[st
                 rows.append({"artifact": name, "layer": layer, "method": method, "n": len(f), "n_flagged": int(f.sum()),
                              "auroc": cav.auroc_, "ap": cav.ap_, "ap_chance": float(f.mean())})
     return pd.DataFrame(rows).set_index(["artifact", "layer", "method"]).sort_index()
+
+
+def random_concept_cavs(acts: Any, flags: Any, groups: Any = None, n: int = 5, method: str = "signal",
+                        layer: str | None = None, random_state: int = 0) -> list[CAV]:
+    """CAVs of random concepts: ``flags`` shuffled (within each group, when given), ``n`` times.
+
+    TCAV's baseline (Kim et al. 2018): a concept's score means something only where it differs
+    from the scores of directions that mark nothing. Shuffling the flags within each class keeps
+    the concept's prevalence per class, so the random directions are fitted exactly like the real one.
+    """
+    f = _check_flags(flags)
+    a = _check_acts(acts)
+    if len(a) != len(f):
+        raise ValueError(f"mismatched lengths: {len(a)} activation rows but {len(f)} flags")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an int >= 1; got {n!r}")
+    g = np.zeros(len(f), int) if groups is None else np.asarray(groups.cpu() if torch.is_tensor(groups) else groups)
+    g = g.reshape(-1)
+    if len(g) != len(f):
+        raise ValueError(f"mismatched lengths: {len(f)} flags but {len(g)} groups")
+    rng = np.random.default_rng(random_state)
+    out = []
+    for _ in range(int(n)):
+        shuffled = f.copy()
+        for k in np.unique(g):
+            shuffled[g == k] = rng.permutation(f[g == k])
+        out.append(CAV(layer, method=method, random_state=random_state).fit_activations(
+            a, shuffled, groups=None if groups is None else g))
+    return out
+
+
+def cav_report(model: nn.Module, train_images: Any, train_flags: pd.DataFrame, test_images: Any,
+               test_flags: pd.DataFrame, layers: Sequence[str], methods: Sequence[str] = ("signal", "ridge"),
+               train_groups: Any = None, test_groups: Any = None, gate: Any = None,
+               random_state: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Retrieval of every artifact by a CAV at every layer and method, beside chance, with its validity gate.
+
+    Two CAVs per (artifact, layer, method), both fitted on the training images: one on all of them
+    (as Pahde et al. retrieve; the class can help it) scores the test images (``test AUROC``, and
+    ``test AUROC within class``: the mean of the AUROCs among the test images of each group, where
+    the class cannot help), and one fitted within class (``groups=train_groups``), whose held-out
+    cross-validation scores (``cv_scores_``) are gated by :func:`xaibias.validity.cav_gate`: its
+    detection AUROC interval must lie above 0.5. The within-class CAV is the one the corrections use.
+
+    ``gate``: the (layer, method) pairs whose within-class CAVs are gated (a bootstrap of the AUROC,
+    seconds per CAV on a CPU); default every pair. The gate line of each is printed.
+
+    Returns
+    -------
+    table : DataFrame indexed by (artifact, layer, CAV) with ``test AUROC``, ``test AUROC within class``,
+        ``test AP``, ``AP chance`` (the test prevalence), ``CV AUROC within class`` and ``gate``
+        (``valid``, ``FLAGGED``, or empty where not gated)
+    fitted : dict (artifact, layer, method) -> {"cav": the within-class CAV, "gate": its Gate or None,
+        "scores": the all-images CAV's test scores}
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from ..validity import cav_gate
+
+    if not isinstance(train_flags, pd.DataFrame) or not isinstance(test_flags, pd.DataFrame):
+        raise ValueError("train_flags and test_flags must be DataFrames with one bool column per artifact")
+    missing = [a for a in train_flags.columns if a not in test_flags.columns]
+    if missing:
+        raise ValueError(f"test_flags lacks the artifact column(s) {missing}")
+    yt = None if test_groups is None else np.asarray(test_groups.cpu() if torch.is_tensor(test_groups) else test_groups)
+    rows, fitted = [], {}
+    for layer in layers:
+        base = CAV(layer)
+        acts_train, acts_test = base.activations(model, train_images), base.activations(model, test_images)
+        for a in train_flags.columns:
+            f_train, f_test = _check_flags(train_flags[a].to_numpy()), _check_flags(test_flags[a].to_numpy())
+            for method in methods:
+                plain = CAV(layer, method=method, random_state=random_state).fit_activations(acts_train, f_train)
+                within = CAV(layer, method=method, random_state=random_state).fit_activations(
+                    acts_train, f_train, groups=train_groups)
+                s = plain.score_activations(acts_test)
+                g = None
+                if gate is None or (layer, method) in set(map(tuple, gate)):
+                    g = cav_gate(f"{a} CAV at {layer} ({method}, within class)", within.cv_scores_, f_train,
+                                 seed=random_state)
+                per_class = [roc_auc_score(f_test[yt == c], s[yt == c]) for c in np.unique(yt)
+                             if 0 < f_test[yt == c].sum() < (yt == c).sum()] if yt is not None else []
+                rows.append({"artifact": a, "layer": layer, "CAV": method, "test AUROC": roc_auc_score(f_test, s),
+                             "test AUROC within class": float(np.mean(per_class)) if per_class else np.nan,
+                             "test AP": average_precision_score(f_test, s), "AP chance": float(f_test.mean()),
+                             "CV AUROC within class": within.auroc_,
+                             "gate": "" if g is None else "valid" if g else "FLAGGED"})
+                fitted[(a, layer, method)] = {"cav": within, "gate": g, "scores": s}
+    table = pd.DataFrame(rows).set_index(["artifact", "layer", "CAV"]).sort_index()
+    return table, fitted
+

@@ -4,6 +4,8 @@
   percentile (answer the least salient images first);
 - :func:`aurrac` -- the area under that curve; :func:`rrac_kendall_tau` -- Kendall's tau of the
   curve (negative: accuracy falls as more salient images are answered);
+- :func:`aurrac_gain` -- ``AURRAC - accuracy`` with a bootstrap interval over images: a ranking at
+  random gives 0, so this is the number to compare with its random-ranking baseline;
 - :func:`failure_table` -- all three for several models, saliency methods and image groups;
 - :func:`ablation_table` -- what each model predicts when everything but the mask (the ink) is
   replaced by the image's mean colour.
@@ -26,7 +28,7 @@ from ..models import predict_proba
 from ._values import as_values, check_methods, check_models
 from .saliency import peak_saliency
 
-__all__ = ["response_rate_accuracy", "aurrac", "rrac_kendall_tau", "failure_table", "ablation_table"]
+__all__ = ["response_rate_accuracy", "aurrac", "aurrac_gain", "rrac_kendall_tau", "failure_table", "ablation_table"]
 
 
 def response_rate_accuracy(
@@ -144,6 +146,48 @@ def aurrac(curve: Any, saliency: Any = None, percentiles: Any = None) -> float:
     return float(np.trapezoid(y, x) / span)
 
 
+def aurrac_gain(correct: Any, saliency: Any, *, n_boot: int = 1000, level: float = 0.95,
+                seed: int = 0) -> tuple[float, float, float]:
+    """``AURRAC - accuracy`` with a percentile bootstrap interval over images.
+
+    A saliency that ranks the images at random gives an AURRAC equal, in expectation, to the overall
+    accuracy, so the random-ranking baseline of this difference is 0: above 0, the least salient
+    images are answered more accurately (the saliency predicts errors); below 0, the errors lie
+    among the least salient images. Each resample draws images (their correctness and saliency
+    together) and recomputes both the curve and the accuracy.
+
+    Parameters
+    ----------
+    correct : 1-D bool array-like
+        Whether each prediction is correct.
+    saliency : 1-D array-like
+        Saliency value of each image (same length; a Series is taken by position).
+    n_boot, level, seed
+        Bootstrap draws, coverage and seed (:func:`xaibias.analysis.bootstrap_ci`).
+
+    Returns
+    -------
+    (value, low, high) : tuple of float
+    """
+    from .stats import bootstrap_ci
+
+    c = _as_correct(correct)
+    s = as_values(saliency, "saliency")
+    if len(c) != len(s):
+        raise ValueError(f"correct has {len(c)} entries but saliency has {len(s)}; give one per image")
+    if len(c) < 2:
+        raise ValueError(f"aurrac_gain needs at least 2 images; got {len(c)}")
+    if np.ptp(s) == 0:
+        raise ValueError("saliency has a single value (all tied): the images cannot be ranked, AURRAC is undefined")
+
+    def gain(cc: np.ndarray, ss: np.ndarray) -> float:
+        if np.ptp(ss) == 0:  # a resample of tied values: no ranking, no gain
+            return 0.0
+        return aurrac(response_rate_accuracy(cc.astype(bool), ss)) - float(cc.mean())
+
+    return bootstrap_ci(c, s, statistic=gain, n_boot=n_boot, level=level, seed=seed, paired=True)
+
+
 def rrac_kendall_tau(curve: Any) -> tuple[float, float]:
     """Kendall's tau (and its p-value) between response rate and accuracy along the curve.
 
@@ -170,6 +214,8 @@ def failure_table(
     groups: Mapping[str, Any],
     percentile: float = 98,
     batch_size: int = 64,
+    n_boot: int | None = None,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[tuple[str, str, str], pd.DataFrame]]:
     """Does mask saliency predict each model's errors? One row per model, method and image group.
 
@@ -177,7 +223,9 @@ def failure_table(
     arguments of :func:`xaibias.explain.attribute`); the maps are reduced with
     :func:`peak_saliency` over ``masks``; within each group (``groups``: name -> bool array over
     the images) the response-rate accuracy curve gives ``AURRAC``, ``AURRAC - accuracy`` (0 for a
-    saliency that ranks images at random) and Kendall's tau with its p-value.
+    saliency that ranks images at random) and Kendall's tau with its p-value. With ``n_boot``, the
+    columns ``gain_low`` and ``gain_high`` hold the bootstrap interval of ``AURRAC - accuracy``
+    (:func:`aurrac_gain`, seeded by ``seed``).
 
     Returns ``(table, curves)`` with ``curves[model, method, group]`` the curve DataFrame.
     """
@@ -204,23 +252,31 @@ def failure_table(
                 tau, p = rrac_kendall_tau(curve)
                 curves[name, method, group] = curve
                 area = aurrac(curve)
-                rows.append({"train_set": name, "method": method, "group": group, "n": len(idx),
-                             "accuracy": c.mean(), "AURRAC": area, "AURRAC - accuracy": area - c.mean(),
-                             "kendall_tau": tau, "tau_p": p})
+                row = {"train_set": name, "method": method, "group": group, "n": len(idx),
+                       "accuracy": c.mean(), "AURRAC": area, "AURRAC - accuracy": area - c.mean(),
+                       "kendall_tau": tau, "tau_p": p}
+                if n_boot is not None:
+                    _, row["gain_low"], row["gain_high"] = aurrac_gain(c, s.to_numpy()[idx], n_boot=n_boot, seed=seed)
+                rows.append(row)
     return pd.DataFrame(rows), curves
 
 
 def ablation_table(models: Mapping[str, torch.nn.Module], images: Any, masks: Any,
-                   class_names: Sequence[str]) -> pd.DataFrame:
+                   class_names: Sequence[str], return_per_image: bool = False
+                   ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Predictions when only the masked pixels remain (:func:`xaibias.data.ink.ablate_to_ink`).
 
     One row per model: ``unchanged`` (share of predictions that stay the same), ``unchanged by
     chance`` (that share if the ablated prediction were drawn independently of the original one,
     from the two prediction histograms) and ``-> <class>`` (where the ablated images go).
+
+    With ``return_per_image=True`` also a per-image table (columns ``image``, one ``unchanged`` 0/1
+    column per model, and ``-> <class>`` 0/1 columns named ``<model> -> <class>``), for intervals
+    and paired comparisons of the shares over the same images.
     """
     names = list(class_names)
     x_abl = ablate_to_ink(images, masks)
-    rows = []
+    rows, per_image = [], {}
     for name, model in models.items():
         before = predict_proba(model, images).argmax(1)
         after = predict_proba(model, x_abl).argmax(1)
@@ -232,4 +288,10 @@ def ablation_table(models: Mapping[str, torch.nn.Module], images: Any, masks: An
         rows.append({"train_set": name, "unchanged": float((before == after).float().mean()),
                      "unchanged by chance": float((counts * counts_before).sum()),
                      **{f"-> {c}": float(counts[i]) for i, c in enumerate(names)}})
-    return pd.DataFrame(rows).set_index("train_set")
+        per_image[name] = (before == after).numpy().astype(float)
+        for i, c in enumerate(names):
+            per_image[f"{name} -> {c}"] = (after == i).numpy().astype(float)
+    table = pd.DataFrame(rows).set_index("train_set")
+    if not return_per_image:
+        return table
+    return table, pd.DataFrame({"image": np.arange(len(x_abl)), **per_image})

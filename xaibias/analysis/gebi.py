@@ -36,18 +36,30 @@ import pandas as pd
 import torch
 
 from .._checks import as_images, as_relevance, check_same_n
+from .._options import checked_init
 from ._chunked import as_source, is_chunked
 from ._neighbors import APPROX_MIN_N
 from ._reduce import Reducer
-from .agreement import agreement_baselines, as_artifact_frame, cluster_agreement
+from .agreement import (
+    agreement_baselines,
+    agreement_difference,
+    agreement_interval,
+    as_artifact_frame,
+    cluster_agreement,
+)
 from .spray import SpectralBase, SpRAy
 
-__all__ = ["GEBI", "spray_vs_gebi", "SPRAY_VS_GEBI_COLUMNS"]
+__all__ = ["GEBI", "spray_vs_gebi", "seed_summary", "SPRAY_VS_GEBI_COLUMNS", "SPRAY_VS_GEBI_INTERVAL_COLUMNS"]
 
 #: Columns of the table returned by :func:`spray_vs_gebi`.
 SPRAY_VS_GEBI_COLUMNS = (
     "method", "k", "artifact", "f1", "precision", "recall", "ari",
     "f1_one_cluster", "f1_random", "f1_random_high", "eigengap_k", "n",
+)
+
+#: Columns :func:`spray_vs_gebi` adds with ``n_boot``: intervals, the gate, and GEBI - SpRAy (paired).
+SPRAY_VS_GEBI_INTERVAL_COLUMNS = (
+    "f1_low", "f1_high", "ari_low", "ari_high", "passes_gate", "gebi_minus_spray", "diff_low", "diff_high",
 )
 
 
@@ -84,6 +96,7 @@ class GEBI(SpectralBase):
         (first ``relevance_components`` columns relevance, then the image part).
     """
 
+    @checked_init  # an unknown keyword names itself and the parameters below
     def __init__(self, n_clusters: int | str = 4, *, image_weight: float = 1.0, relevance_weight: float = 1.0,
                  n_neighbors: int = 10, relevance_size: int = 32, image_size: int = 32,
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
@@ -155,6 +168,7 @@ def spray_vs_gebi(
     image_weight: float = 1.0,
     random_state: int | None = 0,
     n_random: int = 200,
+    n_boot: int | None = None,
 ) -> pd.DataFrame:
     """Cluster the same maps with SpRAy and GEBI and score both against known artifacts.
 
@@ -182,6 +196,14 @@ def spray_vs_gebi(
         Seed of both estimators.
     n_random : int
         Shuffles for the random-clustering baseline (seeded by ``random_state``).
+    n_boot : int, optional
+        When given, also the columns :data:`SPRAY_VS_GEBI_INTERVAL_COLUMNS`: bootstrap intervals over
+        the maps of ``f1`` and ``ari`` (:func:`~xaibias.analysis.agreement.agreement_interval`),
+        ``passes_gate`` (the F1 interval's low end clears both ``f1_one_cluster`` and
+        ``f1_random_high``, as :func:`~xaibias.analysis.agreement.score_clustering` gates), and on both
+        methods' rows ``gebi_minus_spray`` with its paired interval ``diff_low`` / ``diff_high``
+        (:func:`~xaibias.analysis.agreement.agreement_difference`). An artifact on none or on all
+        of the maps gets NaN intervals and fails the gate.
 
     Returns
     -------
@@ -189,7 +211,8 @@ def spray_vs_gebi(
         One row per method (``"SpRAy"``, ``"GEBI"``), ``k`` and artifact, columns
         :data:`SPRAY_VS_GEBI_COLUMNS`: the best cluster's ``f1``, ``precision``, ``recall``, the
         ``ari`` of the artifact split, the baselines ``f1_one_cluster``, ``f1_random``,
-        ``f1_random_high``, the method's eigengap suggestion ``eigengap_k`` and ``n`` maps.
+        ``f1_random_high``, the method's eigengap suggestion ``eigengap_k`` and ``n`` maps (then the
+        interval columns, with ``n_boot``).
     """
     ks = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
@@ -202,16 +225,77 @@ def spray_vs_gebi(
         "SpRAy": SpRAy(n_clusters=ks[0], n_neighbors=nn, random_state=random_state),
         "GEBI": GEBI(n_clusters=ks[0], image_weight=image_weight, n_neighbors=nn, random_state=random_state),
     }
-    rows = []
+    if n_boot is not None and (isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100):
+        raise ValueError(f"n_boot must be an int >= 100 (bootstrap draws) or None; got {n_boot!r}")
+    seed = 0 if random_state is None else int(random_state)
+    rows, labels_of = [], {}
     for method, est in estimators.items():
         est.fit(R, images)
         gap = est.suggest_n_clusters()
         for k in ks:
-            labels = est.labels_for(int(k))
+            labels = labels_of[method, int(k)] = est.labels_for(int(k))
             agree = cluster_agreement(labels, art).set_index("artifact")
-            base = agreement_baselines(labels, art, n_random=n_random,
-                                       seed=0 if random_state is None else int(random_state))
+            base = agreement_baselines(labels, art, n_random=n_random, seed=seed)
             for a in art.columns:
                 rows.append([method, int(k), a, *agree.loc[a, ["f1", "precision", "recall", "ari"]].astype(float),
                              *base.loc[a, ["f1_one_cluster", "f1_random", "f1_random_high"]].astype(float), gap, n])
-    return pd.DataFrame(rows, columns=list(SPRAY_VS_GEBI_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(SPRAY_VS_GEBI_COLUMNS))
+    if n_boot is None:
+        return df
+    extra = []
+    for _, r in df.iterrows():
+        flag = art[r.artifact].to_numpy()
+        if flag.all() or not flag.any():
+            extra.append([np.nan] * 4 + [False] + [np.nan] * 3)
+            continue
+        lab = labels_of[r.method, r.k]
+        _, f_lo, f_hi = agreement_interval(lab, flag, n_boot=n_boot, seed=seed)
+        _, a_lo, a_hi = agreement_interval(lab, flag, score="ari", n_boot=n_boot, seed=seed)
+        d = agreement_difference(labels_of["GEBI", r.k], labels_of["SpRAy", r.k], flag, n_boot=n_boot, seed=seed)
+        extra.append([f_lo, f_hi, a_lo, a_hi, bool(f_lo > max(r.f1_one_cluster, r.f1_random_high)), *d])
+    return pd.concat([df, pd.DataFrame(extra, columns=list(SPRAY_VS_GEBI_INTERVAL_COLUMNS))], axis=1)
+
+
+def seed_summary(rows: pd.DataFrame, k: int, artifact: str = "frame", fmt: str = ".2f") -> pd.DataFrame:
+    """One line per seed of :func:`spray_vs_gebi` tables (with ``n_boot``): F1 intervals, gates, baselines.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        ``spray_vs_gebi(..., n_boot=...)`` tables of several seeds, concatenated, with a ``seed`` column.
+    k : int
+        The number of clusters to show.
+    artifact : str
+        The artifact to show.
+    fmt : str
+        Number format of the printed intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``seed``; columns ``n`` (maps), ``SpRAy F1`` and ``GEBI F1`` as "value [low, high]",
+        ``SpRAy passes`` / ``GEBI passes`` (the gate), ``one cluster F1``, ``shuffled F1 (95th pct)``
+        (the larger of the two methods' shuffled baselines) and ``GEBI - SpRAy`` as "value [low, high]".
+    """
+    need = {"seed", "method", "k", "artifact", *SPRAY_VS_GEBI_INTERVAL_COLUMNS}
+    if not isinstance(rows, pd.DataFrame) or not need <= set(rows.columns):
+        missing = sorted(need - set(rows.columns)) if isinstance(rows, pd.DataFrame) else sorted(need)
+        raise ValueError(f"rows must be spray_vs_gebi(..., n_boot=...) tables with a seed column; missing {missing}")
+    sel = rows[(rows.k == k) & (rows.artifact == artifact)]
+    if sel.empty:
+        raise ValueError(f"rows hold no line for k = {k} and artifact {artifact!r}; "
+                         f"k values {sorted(set(rows.k))}, artifacts {sorted(set(rows.artifact))}")
+
+    def iv(v: float, lo: float, hi: float) -> str:
+        return f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+    out = {}
+    for seed, g in sel.groupby("seed"):
+        m = g.set_index("method")
+        sp, gb = m.loc["SpRAy"], m.loc["GEBI"]
+        out[seed] = {"n": int(gb.n), "SpRAy F1": iv(sp.f1, sp.f1_low, sp.f1_high), "SpRAy passes": bool(sp.passes_gate),
+                     "GEBI F1": iv(gb.f1, gb.f1_low, gb.f1_high), "GEBI passes": bool(gb.passes_gate),
+                     "one cluster F1": round(float(gb.f1_one_cluster), 3),
+                     "shuffled F1 (95th pct)": round(float(max(sp.f1_random_high, gb.f1_random_high)), 3),
+                     "GEBI - SpRAy": iv(gb.gebi_minus_spray, gb.diff_low, gb.diff_high)}
+    return pd.DataFrame(out).T.rename_axis("seed")

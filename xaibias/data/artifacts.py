@@ -28,7 +28,8 @@ Artifacts (:data:`ARTIFACTS`)
 ``red_circle``
     A red ring sticker, as pasted in the GEBI insertion experiment (Mikolajczyk et al. 2021).
 ``patch``
-    A coloured round sticker (yellow, green, blue, pink, orange or white).
+    A coloured round sticker (yellow, green, blue, pink, orange or white); ``size=`` scales its
+    radius (default 1.0; a small image may need a larger sticker for a model to notice it).
 
 Every painter takes ``rng`` (a :class:`numpy.random.Generator` or an int seed), so the same seed
 gives the same artifact. Painters accept their own keyword parameters (listed in each painter's
@@ -469,6 +470,7 @@ def _paint_patch(
     lesion_mask: Array | None,
     radius: float | None = None,
     color: Any = None,
+    size: float = 1.0,
 ) -> Array:
     """Coloured round sticker with a slightly darker rim, placed away from the lesion when possible.
 
@@ -476,10 +478,14 @@ def _paint_patch(
     ----------
     radius : radius as a fraction of the short side (default: uniform 0.06-0.12)
     color : RGB (default: one of yellow, green, blue, pink, orange, white)
+    size : scale factor of the radius (default 1.0: the sizes above). At 32 px the default sticker
+        is 5-8 px across, ``size=2.0`` makes it 8-15 px across; the radius is never below 2.5 px
     """
+    if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)) or not 0 < size <= 4:
+        raise ValueError(f"patch size must be a number in (0, 4] (a scale factor of the radius); got {size!r}")
     _, h, w = img.shape
     s = min(h, w)
-    r = max(2.5, (rng.uniform(0.06, 0.12) if radius is None else float(radius)) * s)
+    r = max(2.5, (rng.uniform(0.06, 0.12) if radius is None else float(radius)) * float(size) * s)
     cy, cx = _place_disk(rng, h, w, r, lesion_mask, margin=0.0)
     ys, xs = _box(cy, cx, r, h, w)
     d = _dist(cy, cx, ys, xs, h, w)

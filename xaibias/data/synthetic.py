@@ -246,21 +246,38 @@ def _resolve_skin(skin_tones: Any) -> tuple[list, np.ndarray]:
     return spec, np.asarray(rgb, np.float32)
 
 
-def _resolve_artifact_params(artifact_params: Any) -> dict[str, dict[str, Any]]:
-    if artifact_params is None:
+def painter_params(params: Any, allowed: Any = None, what: str = "artifact_params") -> dict[str, dict[str, Any]]:
+    """Check ``{artifact: {painter parameter: value}}`` and return a copy; a clear error otherwise.
+
+    Parameters
+    ----------
+    params : dict or None
+        Painter options per artifact, e.g. ``{"patch": {"size": 2.0}}``; ``None`` is ``{}``.
+    allowed : sequence of str, optional
+        The artifacts that may be named (default: every painter, :data:`ARTIFACTS`).
+    what : str
+        The argument's name in the error messages.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, the artifact and the parameters its painter takes.
+    """
+    allowed = tuple(ARTIFACTS if allowed is None else allowed)
+    if params is None:
         return {}
-    if not isinstance(artifact_params, dict):
-        raise ValueError(f"artifact_params must be {{artifact: {{param: value}}}}; got {type(artifact_params).__name__}")
+    if not isinstance(params, dict):
+        raise ValueError(f"{what} must be {{artifact: {{painter parameter: value}}}}; got {type(params).__name__}")
     out = {}
-    for art, params in artifact_params.items():
-        if art not in ARTIFACTS:
-            raise ValueError(f"artifact_params names unknown artifact {art!r}; valid artifacts are {', '.join(ARTIFACTS)}")
-        if not isinstance(params, dict):
-            raise ValueError(f"artifact_params[{art!r}] must be a dict of painter parameters; got {params!r}")
-        bad = sorted(set(params) - set(PAINTER_PARAMS[art]))
+    for art, kw in params.items():
+        if art not in allowed:
+            raise ValueError(f"{what} names artifact {art!r}, which is not one of {', '.join(allowed)}")
+        if not isinstance(kw, dict):
+            raise ValueError(f"{what}[{art!r}] must be a dict of painter parameters; got {kw!r}")
+        bad = sorted(set(kw) - set(PAINTER_PARAMS[art]))
         if bad:
-            raise ValueError(f"artifact_params[{art!r}] has unknown parameter(s) {bad}; {art} accepts {list(PAINTER_PARAMS[art])}")
-        out[art] = dict(params)
+            raise ValueError(f"{what}[{art!r}] has unknown painter parameter(s) {bad}; {art} accepts {list(PAINTER_PARAMS[art])}")
+        out[art] = dict(kw)
     return out
 
 
@@ -333,7 +350,7 @@ class SyntheticLesions(ArrayDataset):
         self.class_names = _resolve_classes(classes)
         self.bias, rates = _resolve_bias(bias, self.class_names)
         skin_spec, skin_rgb = _resolve_skin(skin_tones)
-        params = _resolve_artifact_params(artifact_params)
+        params = painter_params(artifact_params)
         self.spec = {
             "generator": "SyntheticLesions",
             "version": GENERATOR_VERSION,

@@ -9,9 +9,26 @@ attention gate of ``"small_vgg_attention"`` in the masks): for them it prepares 
 the artifacts' concept activation vectors or group labels (:mod:`xaibias.mitigation.clarc`):
 ``"pclarc"`` projects the CAV directions out at inference, ``"aclarc"`` fine-tunes with the artifact
 added along the CAV, ``"rrclarc"`` fine-tunes with a penalty on the output gradient along the CAV,
-and ``"dfr"`` refits the last layer on a group-balanced set.
+and ``"dfr"`` refits the last layer on a group-balanced set. ``"rrr"``, ``"rrr_lrp"`` and
+``"attention"`` can also fine-tune the uncorrected model instead (``warm_start=True``).
+
+Re-measuring (:mod:`xaibias.mitigation.assess`): :func:`model_gates` flags every collapsed model,
+:func:`versus_reference` compares each model with the uncorrected one on the same images,
+:func:`accuracy_table` and :func:`rule_accuracies` give the tables and the rule beside them.
 """
 
+from .assess import (
+    abs_mean,
+    accuracy_table,
+    artifact_effects,
+    model_gates,
+    outcomes,
+    print_failed,
+    rule_accuracies,
+    versus_reference,
+)
 from .methods import CORRECTIONS, attention_penalty, fit_or_load, prepare, rrr_lrp_penalty, rrr_penalty
 
-__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "rrr_penalty", "rrr_lrp_penalty", "attention_penalty"]
+__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "rrr_penalty", "rrr_lrp_penalty", "attention_penalty",
+           "rule_accuracies", "model_gates", "accuracy_table", "versus_reference", "print_failed", "abs_mean", "outcomes",
+           "artifact_effects"]

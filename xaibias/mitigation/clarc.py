@@ -70,6 +70,7 @@ from torch import nn
 from .. import config, models
 from .._cache import atomic_save, content_hash, safe_load, source_hash
 from .._checks import as_labels, describe
+from .._options import reject_unknown
 from ..analysis.cav import CAV, find_layer
 from ..data import ARTIFACTS
 
@@ -106,9 +107,7 @@ def _resolve(method: str, options: dict[str, Any]) -> dict[str, Any]:
     if method not in CLARC_CORRECTIONS:
         raise ValueError(f"unknown correction {method!r}; choose one of {', '.join(CLARC_CORRECTIONS)}")
     defaults = CLARC_OPTIONS[method]
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for correction {method!r}; valid options are {sorted(defaults)}")
+    reject_unknown(options, defaults, f"correction {method!r}")  # a TypeError (and ValueError)
     opts = {**defaults, **options}
     arts = opts["artifacts"]
     arts = (arts,) if isinstance(arts, str) else arts

@@ -26,7 +26,8 @@ model; the key names the correction, its options and this package's source). Mit
     with t = r_max + p (1 - r_max), so that after augmentation every class shows the artifact at
     the same rate t and the artifact carries no label information (r_c are the training set's
     artifact rates per class; the class with the highest rate gets probability ``p``). Labels are
-    never changed.
+    never changed. ``params={artifact: {painter parameter: value}}`` is passed to the painter, so
+    the painted artifacts look like the data's (for example ``{"patch": {"size": 2.0}}``).
 
 ``"rrr"`` -- right for the right reasons (Ross, Hughes, Doshi-Velez 2017)
     The loss gets a penalty on the input gradient inside the artifact masks (the exact masks of the
@@ -71,7 +72,17 @@ model; the key names the correction, its options and this package's source). Mit
     pass through the layers before the gate. ``lrp_lam > 0`` adds ``"rrr_lrp"``'s penalty with that
     weight (and ``composite``), training the attention and the LRP map together.
 
-``"pclarc"``, ``"aclarc"``, ``"rrclarc"``, ``"dfr"`` -- corrections of a trained model (notebook 07)
+Warm start (``"rrr"``, ``"rrr_lrp"``, ``"attention"``)
+    With ``warm_start=True`` the penalty does not train a model from scratch: the uncorrected model
+    (:func:`xaibias.models.fit_or_load` with the same ``fit_kwargs``, so a notebook's cached baseline
+    is reused) is fine-tuned, every layer, for ``finetune_epochs`` epochs at ``finetune_lr`` with the
+    penalty added to the loss. From scratch a strong penalty can win before the lesion is learned:
+    in FAST runs of notebook 06 (32 px, 6 epochs) ``"rrr"`` at ``lam=10`` or ``100`` ended at chance on
+    frame-free images while still following the frame; started from the baseline, which has already
+    learned the lesion, 3 epochs at ``lam=100`` kept most of its clean accuracy. Cached with a key
+    of the base model's weights, the data, the options and this code.
+
+``"pclarc"``, ``"aclarc"``, ``"rrclarc"``, ``"dfr"`` -- corrections of a trained model (notebook 07b)
     Registered here from :mod:`xaibias.mitigation.clarc` (see its docstring for what each changes
     and costs): :func:`fit_or_load` trains (or loads) the plain baseline with the same arguments and
     corrects it; they have no :func:`prepare` step.
@@ -98,6 +109,7 @@ from torch import nn
 from .. import models
 from .._cache import content_hash, source_hash
 from .._checks import as_images, as_labels, as_masks, describe
+from .._options import reject_unknown
 from ..data import ARTIFACTS, insert_artifact, unbiased_resample
 from .clarc import CLARC_CORRECTIONS, CLARC_OPTIONS, fit_correction
 
@@ -116,17 +128,24 @@ __all__ = [
 
 CORRECTIONS: tuple[str, ...] = ("resample", "augment", "rrr", "rrr_lrp", "attention") + CLARC_CORRECTIONS
 
+#: The warm-start options of the three penalties (``"rrr"``, ``"rrr_lrp"``, ``"attention"``).
+_WARM: dict[str, Any] = {"warm_start": False, "finetune_epochs": 3, "finetune_lr": 1e-3}
+_PENALTIES = ("rrr", "rrr_lrp", "attention")
+
 #: Options of each method and their defaults (``artifacts`` takes a name or a list of names).
 OPTIONS: dict[str, dict[str, Any]] = {
     "resample": {"artifacts": ("frame",), "strategy": "cells", "ratio": None, "seed": 0},
-    "augment": {"artifacts": ("frame",), "p": 0.5, "balance": True},
-    "rrr": {"artifacts": ("frame",), "lam": 10.0, "grad_of": "log_probs"},
-    "rrr_lrp": {"artifacts": ("frame",), "lam": 10.0, "composite": "EpsilonPlusFlat"},
-    "attention": {"artifacts": ("frame",), "lam": 10.0, "lrp_lam": 0.0, "composite": "EpsilonPlusFlat"},
+    "augment": {"artifacts": ("frame",), "p": 0.5, "balance": True, "params": None},
+    "rrr": {"artifacts": ("frame",), "lam": 10.0, "grad_of": "log_probs", **_WARM},
+    "rrr_lrp": {"artifacts": ("frame",), "lam": 10.0, "composite": "EpsilonPlusFlat", **_WARM},
+    "attention": {"artifacts": ("frame",), "lam": 10.0, "lrp_lam": 0.0, "composite": "EpsilonPlusFlat", **_WARM},
     **CLARC_OPTIONS,
 }
 
 _STRATEGIES = ("cells", "keep_artifact")
+#: The source that trains a corrected model, part of every cache key here: this file, the ClArC module (its
+#: options are registered here) and the package's __init__. The reporting helpers of assess.py make no model.
+_TRAINING_SOURCE = ("mitigation/methods.py", "mitigation/clarc.py", "mitigation/__init__.py")
 _GRAD_OF = ("log_probs", "target_logit")
 
 
@@ -161,12 +180,18 @@ def _check_prob(p: Any, name: str) -> float:
 
 def _resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     defaults = OPTIONS[method]
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for mitigation {method!r}; valid options are {sorted(defaults)}"
-        )
+    reject_unknown(options, defaults, f"correction {method!r}")  # a TypeError (and ValueError)
     return {**defaults, **options}
+
+
+def _check_warm(opts: dict[str, Any]) -> None:
+    if not isinstance(opts["warm_start"], bool):
+        raise ValueError(f"warm_start must be True or False; got {opts['warm_start']!r}")
+    e, lr = opts["finetune_epochs"], opts["finetune_lr"]
+    if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 1:
+        raise ValueError(f"finetune_epochs must be an int >= 1; got {e!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+        raise ValueError(f"finetune_lr must be a positive number; got {lr!r}")
 
 
 def _artifact_table(data: Any, method: str) -> pd.DataFrame:
@@ -270,6 +295,7 @@ def make_augment(
     artifacts: str | Sequence[str] = ("frame",),
     p: float = 0.5,
     class_probs: dict[str, Sequence[float]] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]:
     """Build ``augment(images, labels, rng) -> images`` that paints artifacts into a batch.
 
@@ -278,6 +304,9 @@ def make_augment(
     artifacts : artifact name(s) from :data:`xaibias.data.ARTIFACTS`
     p : probability that an image gets each artifact (used for classes not in ``class_probs``)
     class_probs : optional ``{artifact: [q_0, q_1, ...]}``, the insertion probability per class
+    params : optional ``{artifact: {painter parameter: value}}`` (for example
+        ``{"patch": {"size": 2.0}}``), so that the painted artifacts look like the data's
+        (``SyntheticLesions(artifact_params=...)``)
 
     The draws come from ``rng`` (one seed per artifact per batch, passed to
     :func:`xaibias.data.insert_artifact`), so a seeded training run is reproducible. Labels are not
@@ -289,6 +318,7 @@ def make_augment(
     for a, qs in (class_probs or {}).items():
         _check_artifacts(a, "class_probs")
         probs[a] = [_check_prob(q, f"class_probs[{a!r}]") for q in qs]
+    paint = _check_params(params, arts)
 
     def augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         x = as_images(images, name="augment images")
@@ -297,19 +327,27 @@ def make_augment(
         for a in arts:
             seed = int(rng.integers(2**31 - 1))
             if a not in probs:
-                out, _ = insert_artifact(out, a, seed=seed, p=p)
+                out, _ = insert_artifact(out, a, seed=seed, p=p, **paint.get(a, {}))
                 continue
             for c in torch.unique(y).tolist():
                 sel = (y == c).nonzero().flatten()
                 q = probs[a][c] if c < len(probs[a]) else p
                 if q > 0:
-                    out[sel], _ = insert_artifact(out[sel], a, seed=seed + 7919 * c, p=q)
+                    out[sel], _ = insert_artifact(out[sel], a, seed=seed + 7919 * c, p=q, **paint.get(a, {}))
         return out
 
     augment.artifacts = arts  # type: ignore[attr-defined]
     augment.p = p  # type: ignore[attr-defined]
     augment.class_probs = probs  # type: ignore[attr-defined]
+    augment.params = paint  # type: ignore[attr-defined]
     return augment
+
+
+def _check_params(params: Any, arts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``{artifact: {painter parameter: value}}`` for the augmented artifacts ``arts``; a clear error otherwise."""
+    from ..data.synthetic import painter_params
+
+    return painter_params(params, arts, "params")
 
 
 def _balanced_probs(labels: np.ndarray, flags: np.ndarray, p: float) -> list[float]:
@@ -339,6 +377,7 @@ def rrr_penalty(
     lam: float = 1.0,
     grad_of: str = "log_probs",
     create_graph: bool = True,
+    per_image: bool = False,
 ) -> torch.Tensor:
     """The "right for the right reasons" penalty: ``lam`` times the squared input gradient in the masks.
 
@@ -352,10 +391,13 @@ def rrr_penalty(
     grad_of : ``"log_probs"`` (sum of the log-probabilities over classes, Ross et al. 2017) or
         ``"target_logit"`` (the logit of the true class)
     create_graph : keep the graph of the gradient so the penalty can be back-propagated (training)
+    per_image : return one value per image, ``lam * sum((mask_i * dF/dx_i)^2)`` (B,), 0 for an empty
+        mask, instead of their mean (in eval mode the images do not interact, so the mean of these
+        is the scalar penalty)
 
     Returns
     -------
-    A scalar tensor: ``lam * sum((mask * dF/dx)^2) / B``.
+    A scalar tensor: ``lam * sum((mask * dF/dx)^2) / B``; with ``per_image`` a (B,) tensor.
     """
     _check_rrr_args(lam, grad_of)
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
@@ -368,7 +410,7 @@ def rrr_penalty(
     m = m.to(x.device)
     keep = m.flatten(1).any(1)
     if not bool(keep.any()):
-        return x.new_zeros(())
+        return x.new_zeros((x.shape[0],) if per_image else ())
     xi = x[keep].detach().clone().requires_grad_(True)
     with torch.enable_grad():
         logits = model(xi)
@@ -379,6 +421,10 @@ def rrr_penalty(
             out = logits.gather(1, yk[:, None]).sum()
         (grad,) = torch.autograd.grad(out, xi, create_graph=create_graph)
     inside = grad * m[keep][:, None].to(grad.dtype)
+    if per_image:
+        out = x.new_zeros(x.shape[0], dtype=inside.dtype)
+        out[keep] = float(lam) * inside.pow(2).flatten(1).sum(1)
+        return out
     return float(lam) * inside.pow(2).sum() / x.shape[0]
 
 
@@ -592,8 +638,10 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
     Raises
     ------
     ValueError
-        For an unknown method or option, an unknown artifact, an out-of-range value, or a training
-        set that lacks what the method needs.
+        For an unknown method, an unknown artifact, an out-of-range value, or a training set that
+        lacks what the method needs.
+    UnknownOptionError
+        A TypeError (and ValueError) naming an option the method does not take and its options.
     """
     method = _check_method(method)
     if method in CLARC_CORRECTIONS:
@@ -617,7 +665,8 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
             table = _artifact_table(train_set, "augment (balance=True)")
             labels = as_labels(train_set.labels).numpy()
             class_probs = {a: _balanced_probs(labels, _flags(table, a, len(labels)), p) for a in arts}
-        return train_set, {"augment": make_augment(arts, p=p, class_probs=class_probs)}
+        return train_set, {"augment": make_augment(arts, p=p, class_probs=class_probs, params=opts["params"])}
+    _check_warm(opts)
     union = _union_masks(train_set, arts, method)
     if method == "rrr":
         return train_set, {"loss_hook": make_rrr_hook(union, lam=opts["lam"], grad_of=opts["grad_of"])}
@@ -637,7 +686,8 @@ def fit_or_load(name: str, train_set: Any, method: str | None = None, options: d
     name : a model name of :data:`xaibias.models.MODELS`
     train_set : the training set (see :func:`prepare` for what each method needs)
     method : one of :data:`CORRECTIONS`, or None for plain training
-    options : the method's options (:data:`OPTIONS`); JSON-able, they are part of the cache key
+    options : the method's options (:data:`OPTIONS`); JSON-able, they are part of the cache key; one
+        the method does not take raises a ``TypeError`` (see :func:`prepare`)
     **fit_kwargs : passed on to :func:`xaibias.models.fit_or_load` (``epochs``, ``seed``, ``lr``,
         ``batch_size``, ``device``, ...); for the corrections of a trained model they define the
         baseline, and ``fit_set=`` names the data the correction is fitted on
@@ -661,5 +711,42 @@ def fit_or_load(name: str, train_set: Any, method: str | None = None, options: d
     if _check_method(method) in CLARC_CORRECTIONS:  # baseline + correction, cached by xaibias.mitigation.clarc
         return fit_correction(name, train_set, method, opts, **fit_kwargs)
     data, hooks = prepare(method, train_set, **opts)
-    key = content_hash("mitigation", method, opts, source_hash("mitigation"))
+    if method in _PENALTIES and opts.get("warm_start"):
+        return _fit_warm(name, train_set, method, _resolve_options(method, opts), hooks, fit_kwargs)
+    key = content_hash("mitigation", method, opts, source_hash(*_TRAINING_SOURCE))
     return models.fit_or_load(name, data, train_hooks=hooks, hooks_key=key, **fit_kwargs)
+
+
+def _fit_warm(name: str, train_set: Any, method: str, opts: dict[str, Any], hooks: dict[str, Any],
+              fit_kwargs: dict[str, Any]) -> nn.Module:
+    """The uncorrected model (``fit_kwargs``, cached) fine-tuned with the penalty ``hooks`` (cached too).
+
+    Every layer is fine-tuned for ``finetune_epochs`` epochs at ``finetune_lr``. The key hashes the
+    base model's weights, the training data, the resolved options, ``batch_size``/``seed``, the source
+    that trains corrected models (:data:`_TRAINING_SOURCE`) and :func:`xaibias.models.training_code_version`.
+    """
+    import copy
+
+    from .. import config
+    from .._cache import atomic_save, safe_load
+    from .clarc import _state_key
+
+    base = models.fit_or_load(name, train_set, **fit_kwargs)
+    seed = int(fit_kwargs.get("seed", 0))
+    common = {k: fit_kwargs[k] for k in ("batch_size", "device", "progress") if k in fit_kwargs}
+    key = content_hash("mitigation-warm", method, opts, _state_key(base), models.dataset_key(train_set),
+                       fit_kwargs.get("batch_size", 64), seed, source_hash(*_TRAINING_SOURCE), models.training_code_version())
+    path = config.cache_dir("models") / f"{name}-{method}-warm-{key}.pt"
+    model = copy.deepcopy(base)
+    state = safe_load(path) if fit_kwargs.get("cache", True) else None
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+            return model.eval()
+        except (RuntimeError, KeyError):
+            model = copy.deepcopy(base)
+    models.train(model, train_set, epochs=int(opts["finetune_epochs"]), lr=float(opts["finetune_lr"]), seed=seed,
+                 **common, **hooks)
+    if fit_kwargs.get("cache", True):
+        atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    return model.eval()

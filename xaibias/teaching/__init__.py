@@ -18,7 +18,7 @@ independent route (the library function, or a formula written out), never copied
 
 Import it as ``from xaibias import teaching`` (or ``xb.teaching``); the checks live in
 ``teaching.data_and_lrp`` (00, 01), ``clusters_and_saliency`` (02, 03), ``measuring`` (04, 05) and
-``revising`` (06, 07); it is not part of
+``revising`` (06, 07a, 07b); it is not part of
 ``from xaibias import *``. It sits on top of the package, beside ``viz`` and ``widgets``.
 """
 
@@ -44,14 +44,18 @@ from .measuring import (
     check_balanced_rates,
     check_insertion_effect,
     check_relevance_mass,
+    check_rest_of_layer,
     check_welch_t,
+    masked_lrp,
 )
 from .revising import (
+    check_cav_direction,
     check_effect_ratio,
     check_gap_by_method,
     check_one_group,
     check_projection,
     check_resample_size,
+    check_tcav,
 )
 
 __all__ = [
@@ -65,11 +69,11 @@ __all__ = [
     # 03
     "check_peak_share", "check_interclass_variance",
     # 04
-    "check_balanced_rates", "check_relevance_mass", "check_insertion_effect",
+    "check_balanced_rates", "check_relevance_mass", "check_insertion_effect", "check_rest_of_layer", "masked_lrp",
     # 05
     "check_aopc", "aopc_one", "check_welch_t",
     # 06
     "check_resample_size", "check_effect_ratio", "check_gap_by_method",
-    # 07
-    "check_one_group", "check_projection",
+    # 07a, 07b
+    "check_cav_direction", "check_tcav", "check_one_group", "check_projection",
 ]

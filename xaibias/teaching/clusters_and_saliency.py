@@ -58,8 +58,9 @@ def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clu
     a = int(a)
     gaps = {k: ev[k] - ev[k - 1] for k in range(min_clusters, max_clusters + 1)}
     if a == ref:
-        return right(f"the largest jump, {gaps[ref]:.4f}, comes after the first {ref} eigenvalues: {ref} groups that the "
-                      "kNN graph hardly connects. Compare it with the next largest gaps before trusting it.")
+        return right(f"the largest jump, {gaps[ref]:.4f}, comes after the first {ref} eigenvalues: the spectrum "
+                      f"hints at {ref} groups. A hint, not a finding: compare this gap with the next largest ones, and "
+                      "a smooth rise without a clear jump means the number of groups is a choice.")
     if a == ref - 1:
         wrong(f"off by one: eigenvalues are numbered from 0, and k = {a} would mean the jump from eigenvalue "
                f"{a - 1} to {a}. k counts the eigenvalues *before* the jump.")
@@ -92,8 +93,9 @@ def check_image_share(answer: Any, weight: float, features: Any = None, relevanc
         measured = f" The fitted features agree: {v_i / (v_r + v_i):.3f} of their variance is in the image part."
     if close(a, ref, 1e-3):
         return right(f"with weight {w:g} the image carries w^2 / (1 + w^2) = {ref:.3f} of the variance, the heatmap "
-                      f"{1 - ref:.3f}.{measured} The kNN graph is built from distances, so the image then decides "
-                      "most neighbourhoods.")
+                      f"{1 - ref:.3f}.{measured} The kNN graph is built from distances, so the image "
+                      "part then weighs more in who is whose neighbour; whether that changes the clusters is what the "
+                      "explorer and the scores show.")
     if close(a, w / (1 + w), 1e-3):
         wrong(f"{a:.3f} = w / (1 + w). Multiplying features by w multiplies their variance by w^2.")
     if close(a, 1 - ref, 1e-3):
@@ -166,7 +168,8 @@ def check_interclass_variance(answer: Any, values: Any, labels: Any) -> None:
     tol = max(1e-12, 1e-6 * abs(ref))
     if close(a, ref, tol):
         return right(f"{ref:.5f}: the {len(means)} class means spread with this variance; a model whose ink "
-                      "saliency does not depend on the class would give (nearly) 0.")
+                      "saliency does not depend on the class would give 0 plus the sampling noise of the class means, "
+                      "so read it beside the unbiased model's value and the bootstrap interval of their difference.")
     if close(a, float(means.var(ddof=1)), tol):
         wrong("you divided by (classes - 1): pandas' .var() does that by default. The inter-class variance "
                "here divides by the number of classes: .var(ddof=0).")

@@ -47,11 +47,17 @@ def check_rule_accuracy(answer: Any, flags: Any, labels: Any) -> None:
     return None
 
 
-def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags: Any) -> None:
+def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags: Any, gate: Any = None) -> None:
     """Accuracy on the framed and on the unframed images of one test set.
 
-    ``correct``: 1.0/0.0 per image (was the model right); ``flags``: bool per image (has a frame).
+    ``correct``: 1.0/0.0 per image (was the model right); ``flags``: bool per image (has a frame);
+    ``gate``: the model's validity gate (:func:`xaibias.findings.model_gate`), optional. With a right
+    answer, the two groups are compared through :func:`xaibias.findings.compare` (unpaired: different
+    images), so the sentence about which group loses comes from an interval, and only when the gate
+    passed.
     """
+    from ..comparison import compare
+
     if pending("the accuracies on framed and on unframed images", acc_framed, acc_unframed):
         return None
     c, f = as_float(correct, "correct"), as_bool(flags, "flags")
@@ -71,21 +77,57 @@ def check_group_accuracy(acc_framed: Any, acc_unframed: Any, correct: Any, flags
     if not (close(a_f, ref_f, 1e-6) and close(a_u, ref_u, 1e-6)):
         wrong(f"your accuracies are {a_f:.3f} (framed) and {a_u:.3f} (unframed). Take the mean of the per-image "
                "`correct` values over the images with a frame, and over those without.")
-    return right(f"framed {ref_f:.1%}, unframed {ref_u:.1%} ({int(f.sum())} and {int((~f).sum())} images). "
-                  + ("The framed images lose more: on them the frame now points to the wrong class."
-                     if ref_f < ref_u else
-                     "The framed images do not lose more here; look at how many of each there are."))
+    msg = f"framed {ref_f:.1%}, unframed {ref_u:.1%} ({int(f.sum())} and {int((~f).sum())} images)."
+    if gate is not None and not gate:
+        return right(msg + f" Your arithmetic is right, but the model is not interpretable ({gate.line()}), so "
+                           "the two groups say nothing about what it learned.")
+    if f.sum() < 2 or (~f).sum() < 2:
+        return right(msg + " One group has fewer than two images: too few to compare the groups.")
+    cmp = compare(c[f], c[~f], name="accuracy, framed minus unframed images", a_label="framed", b_label="unframed",
+                  quiet=True)
+    return right(msg + " " + cmp.pick(
+        "The unframed images lose more here; look at how many of each there are.",
+        "The framed images lose more: on them the frame now points to the wrong class.",
+        "The two groups are not distinguishable at this size.") + f" ({cmp.sentence()})")
+
+
+def _correct(model: Any, data: Any) -> np.ndarray:
+    """Per-image correctness (1.0 / 0.0) of ``model`` on a dataset with ``images`` and ``labels``."""
+    from ..models import predict
+
+    return (predict(model, data.images) == data.labels).numpy().astype(float)
 
 
 def check_reversed_drop(answer: Any, acc_same: Any, acc_reversed: Any, compare_to: Any = None,
-                        prediction: str | None = None) -> None:
+                        prediction: str | None = None, *, model: Any = None, same: Any = None,
+                        reversed: Any = None, clean: Any = None, chance: float = 0.5) -> None:
     """Accuracy drop when the co-occurrence is reversed: ``acc_same - acc_reversed``.
 
-    ``compare_to``: another drop (the notebook's strong-bias model) to compare with;
-    ``prediction``: the student's prediction before measuring, ``"smaller"``, ``"same"`` or ``"larger"``
-    (a wrong prediction is not a wrong answer: the check says whether it held).
+    Parameters
+    ----------
+    answer, acc_same, acc_reversed : float
+        The student's drop and the two accuracies it comes from.
+    compare_to : Comparison, Estimate or (value, low, high), optional
+        Another drop with its interval (the notebook's strong-bias model), compared with this one
+        through :func:`xaibias.findings.compare`. A plain number is printed beside it, without a verdict.
+    prediction : {"smaller", "same", "larger"}, optional
+        The student's prediction before measuring (a wrong prediction is not a wrong answer: the check
+        says whether the comparison bore it out).
+    model, same, reversed : optional
+        The student's model and its two test sets (datasets with ``images`` and ``labels``). Given,
+        the check recomputes both accuracies from the model's predictions and gives the drop an
+        interval (bootstrap over images, unpaired: the sets hold different images).
+    clean : dataset, optional
+        A test set without the artifact-label tie: the model's validity gate
+        (:func:`xaibias.findings.model_gate`). A model whose clean accuracy reaches ``chance`` has
+        learned nothing to lose; its drop is not compared with anything.
     """
+    from ..comparison import compare
+    from ..validity import model_gate
+
     if pending("the accuracy drop", answer, acc_same, acc_reversed):
+        return None
+    if model is not None and pending("the model and its test sets", model, same, reversed):
         return None
     s, r = scalar(acc_same, "acc_same"), scalar(acc_reversed, "acc_reversed")
     ref = s - r
@@ -98,20 +140,52 @@ def check_reversed_drop(answer: Any, acc_same: Any, acc_reversed: Any, compare_t
             wrong(f"{a:.1f} looks like percentage points; give the drop as a fraction (accuracies are fractions).")
         wrong(f"your drop is {a:+.3f} but the two accuracies differ by {ref:+.3f} "
                f"({s:.3f} - {r:.3f}); did you take both from the same model?")
+    drop = None
+    gate = None
+    if model is not None:
+        c_same, c_rev = _correct(model, same), _correct(model, reversed)
+        for name, mine, theirs in (("acc_same", s, c_same.mean()), ("acc_reversed", r, c_rev.mean())):
+            if not close(mine, float(theirs), 1e-6):
+                wrong(f"`{name}` is {mine:.4f}, but the model's accuracy on that test set is {float(theirs):.4f}: "
+                       "take both accuracies from this model on its own two test sets.")
+        drop = compare(c_same, c_rev, name="your model: accuracy, same distribution minus reversed",
+                       a_label="same", b_label="reversed", quiet=True)
+        if clean is not None:
+            gate = model_gate("your model", _correct(model, clean), chance=chance, quiet=True)
     msg = (f"the drop is {ref:+.3f}: accuracy {s:.3f} on the same distribution, {r:.3f} with the co-occurrence "
-           "reversed (chance 0.5).")
-    if s < 0.65:
-        msg += " Careful: this model is close to chance even without the reversal; a model that learned little has little to lose."
-    if compare_to is not None and compare_to is not Ellipsis:
-        other = scalar(compare_to, "compare_to")
-        moved = "smaller" if ref < other - 0.02 else "larger" if ref > other + 0.02 else "same"
-        msg += f" The other model's drop was {other:+.3f}: this one is {moved if moved != 'same' else 'about the same'}."
-        if prediction is not None and prediction is not Ellipsis:
-            p = str(prediction).strip().lower()
-            if p not in ("smaller", "same", "larger"):
-                raise ValueError(f"prediction must be 'smaller', 'same' or 'larger'; got {prediction!r}")
-            msg += (" Your prediction held." if p == moved else
-                    f" You predicted '{p}': worth a sentence on why the model did otherwise.")
+           f"reversed (chance {chance:.1f}).")
+    if drop is not None:
+        # the interval alone: its point value is the same drop, and a second rounding could print it 0.001 apart
+        msg += f" Its 95 % interval (bootstrap over images): [{drop.low:+.3f}, {drop.high:+.3f}]."
+    if gate is not None and not gate:
+        return right(msg + f" But the model is not interpretable ({gate.line()}): a model that learned nothing "
+                           "has nothing to lose, so its drop is not compared with the other model's.")
+    if gate is not None:
+        msg += f" The model passed its gate ({gate.evidence})."
+    if compare_to is None or compare_to is Ellipsis:
+        return right(msg)
+    if prediction is not None and prediction is not Ellipsis:
+        p = str(prediction).strip().lower()
+        if p not in ("smaller", "same", "larger"):
+            raise ValueError(f"prediction must be 'smaller', 'same' or 'larger'; got {prediction!r}")
+    else:
+        p = None
+    other = compare_to
+    if not hasattr(other, "low") and not isinstance(other, tuple):
+        msg += (f" The other model's drop was {scalar(other, 'compare_to'):+.3f}; without intervals on both drops "
+                "the two are not compared.")
+        return right(msg)
+    if drop is None:
+        return right(msg + " Pass model=, same= and reversed= to the check to compare the two drops with an interval.")
+    cmp = compare(drop, other, name="drop of your model minus the other model's", a_label="your drop",
+                  b_label="the other drop", quiet=True)
+    moved = cmp.pick("larger", "smaller", "same")
+    msg += " " + cmp.pick("Your model's drop is clearly larger than the other model's.",
+                          "Your model's drop is clearly smaller than the other model's.",
+                          "The two drops are not distinguishable at this size.") + f" ({cmp.sentence()})"
+    if p is not None:
+        msg += (" Your prediction held." if p == moved else
+                f" You predicted '{p}': worth a sentence on why the measurement came out otherwise.")
     return right(msg)
 
 

@@ -11,7 +11,8 @@ import torch
 
 from ._common import as_float, close, map_and_mask, pending, right, scalar, wrong
 
-__all__ = ["check_balanced_rates", "check_relevance_mass", "check_insertion_effect", "check_aopc", "aopc_one", "check_welch_t"]
+__all__ = ["check_balanced_rates", "check_relevance_mass", "check_insertion_effect", "check_aopc", "aopc_one", "check_welch_t",
+           "masked_lrp", "check_rest_of_layer"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,14 +72,20 @@ def check_relevance_mass(answer: Any, relevance: Any, mask: Any) -> None:
 
 
 def check_insertion_effect(answer: Any, model: Any, images: Any, labels: Any, seed: int,
-                           artifact_params: dict | None = None, compare: dict | None = None) -> None:
+                           artifact_params: dict | None = None, compare: dict | None = None, *,
+                           clean: Any = None, reversed: Any = None, chance: float = 0.5) -> None:
     """Mean change (pp) of P(malignant) of *benign* images when a frame is pasted in.
 
     Recomputed with :func:`xaibias.analysis.bias_insertion` (artifact ``"frame"``, ``target_class=1``,
     the given ``seed`` and ``artifact_params``), so the student's number is checked against the
-    library's counterfactuals. ``compare``: name -> effect of other models, printed beside it.
+    library's counterfactuals. ``compare``: name -> effect of other models, printed beside it (numbers
+    only, no verdict). ``clean`` / ``reversed``: test sets (with ``images`` and ``labels``) for the
+    model's validity gate (:func:`xaibias.findings.model_gate`, ``chance`` the majority rate): a right
+    number from a flagged model is confirmed as arithmetic, but its effect is not read.
     """
     from ..analysis import bias_insertion
+    from ..models import predict
+    from ..validity import model_gate
 
     if pending("the frame-insertion effect of your model", answer, model):
         return None
@@ -91,11 +98,22 @@ def check_insertion_effect(answer: Any, model: Any, images: Any, labels: Any, se
     every = float(per["change_pp"].mean())
     a = scalar(answer, "answer")
     if close(a, ref, 1e-3):
+        gate = None
+        if clean is not None:
+            def correct(d: Any) -> np.ndarray:
+                return (predict(model, d.images) == d.labels).numpy().astype(float)
+
+            gate = model_gate("your model", correct(clean), chance=chance, quiet=True,
+                              reversed=correct(reversed) if reversed is not None else None)
+        if gate is not None and not gate:
+            return right(f"{ref:+.1f} pp is the number, but the model is not interpretable ({gate.line()}): a model "
+                          "that did not learn the lesion has no insertion effect worth reading.")
         extra = ""
         if compare:
             extra = " Beside it: " + ", ".join(f"{k} {float(v):+.1f} pp" for k, v in compare.items()) + "."
+        passed = f" The model passed its gate ({gate.evidence})." if gate is not None else ""
         return right(f"pasting the frame moves P(malignant) of the benign images by {ref:+.1f} pp on average "
-                      f"({len(benign)} images).{extra}")
+                      f"({len(benign)} images).{extra}{passed}")
     if close(a, -ref, 1e-3):
         wrong("the sign is flipped: the change is after minus before.")
     if close(a, ref / 100, 1e-5):
@@ -181,9 +199,8 @@ def check_aopc(answer: Any, model: torch.nn.Module, image: torch.Tensor, relevan
         msg = f"AOPC with {replacement} regions is {ref:.4f}"
         if replacement != "black":
             black = aopc_one(model, image, relevance, target, patch, "black")
-            msg += (f", with black regions {black:.4f}: "
-                    + ("blurring removes less evidence than a black patch (the blurred region keeps its colours)."
-                       if ref < black else "blurring removes at least as much as a black patch here."))
+            msg += (f", with black regions {black:.4f}, on this one image. Which replacement removes more evidence "
+                    "in general is a question for many images and an interval (homework), not for one.")
         else:
             msg += ", equal to xb.analysis.aopc(..., perturbation='black') on this image."
         return right(msg)
@@ -214,7 +231,10 @@ def check_welch_t(answer: Any, a: Any, b: Any) -> None:
     ref = float(stats.ttest_ind(x, y, equal_var=False).statistic)
     t = scalar(answer, "answer")
     if close(t, ref, 1e-4 * max(1, abs(ref))):
-        return right(f"t = {ref:.3f} (scipy agrees). Positive: the first sample has the larger mean.")
+        sign = ("positive: the first sample's mean is the larger" if ref > 0 else
+                "negative: the first sample's mean is the smaller" if ref < 0 else "zero: the two means are equal")
+        return right(f"t = {ref:.3f} (scipy agrees), {sign} ({len(x)} and {len(y)} values). Whether the "
+                      "difference is more than chance is the test's p-value, not the sign.")
     if close(t, -ref, 1e-4 * max(1, abs(ref))):
         wrong("the sign is flipped: the notebook's convention is biased minus unbiased.")
     pooled = float(stats.ttest_ind(x, y, equal_var=True).statistic)
@@ -224,4 +244,126 @@ def check_welch_t(answer: Any, a: Any, b: Any) -> None:
     if close(t, t0, 1e-4 * max(1, abs(ref))):
         wrong("you used the population variance (ddof=0); the sample variance divides by n - 1 (np.var(..., ddof=1)).")
     wrong(f"your t is {t:.3f}. t = (mean_a - mean_b) / sqrt(var_a / n_a + var_b / n_b), variances with ddof=1.")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# 04 · CRP by hand
+
+def masked_lrp(model: torch.nn.Module, image: Any, layer: str, keep: Any, target: int,
+               composite: str = "EpsilonPlusFlat") -> torch.Tensor:
+    """LRP heatmap (H,W) of one image with the relevance at ``layer`` kept only in the channels ``keep``.
+
+    Written with zennit alone, without zennit-crp: the composite's rules turn the backward pass
+    into LRP (the gradient at every module output *is* its relevance), and a forward hook on
+    ``layer`` multiplies the relevance arriving at its output by a 0/1 channel mask. ``keep=None``
+    keeps every channel (ordinary LRP). Summed over colour channels.
+    """
+    from ..explain.attribution import make_composite
+
+    modules = dict(model.named_modules())
+    if layer not in modules or not layer:
+        raise ValueError(f"layer {layer!r} is not a module of the model")
+    x = torch.as_tensor(image, dtype=torch.float32).detach()
+    if x.ndim != 3:
+        raise ValueError(f"image must be one (3,H,W) image; got shape {tuple(x.shape)}")
+    x = x[None].clone().requires_grad_(True)
+    comp = make_composite(composite, "auto", model=model, input_shape=tuple(x.shape))
+
+    def mask_relevance(_module, _inputs, out):
+        if keep is None:
+            return None
+        mask = torch.zeros_like(out)
+        mask[:, list(keep)] = 1.0
+        out.register_hook(lambda grad: grad * mask)
+        return None
+
+    was_training = model.training
+    model.eval()
+    handle = modules[layer].register_forward_hook(mask_relevance)
+    try:
+        with comp.context(model) as hooked:
+            out = hooked(x)
+            start = torch.zeros_like(out)
+            start[:, int(target)] = out[:, int(target)].detach()
+            (rel,) = torch.autograd.grad(out, x, grad_outputs=start)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return rel[0].sum(0).detach()
+
+
+def check_rest_of_layer(answer: Any, model: torch.nn.Module, image: Any, layer: str, concept: int, target: int,
+                        composite: str = "EpsilonPlusFlat") -> None:
+    """The conditional heatmap of every channel of ``layer`` except ``concept`` (CRP by hand).
+
+    The reference is :func:`masked_lrp` (zennit with a hand-made channel mask, not zennit-crp). The
+    feedback shows that the concept's heatmap and the rest-of-layer heatmap add up to the plain
+    LRP heatmap: the rules are linear in the relevance they pass on, so conditioning on disjoint
+    channel sets splits the explanation (in a network without a shortcut around ``layer``).
+    """
+    if pending("the heatmap of the rest of the layer", answer):
+        return None
+    c = int(concept)
+    modules = dict(model.named_modules())
+    if layer not in modules or not layer:
+        raise ValueError(f"layer {layer!r} is not a module of the model")
+    captured: dict[str, int] = {}
+
+    def count_channels(_module, _inputs, out):
+        captured["channels"] = int(out.shape[1])
+
+    h = modules[layer].register_forward_hook(count_channels)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            n_classes = int(model.eval()(torch.as_tensor(image, dtype=torch.float32)[None]).shape[1])
+    finally:
+        h.remove()
+        model.train(was_training)
+    n_channels = captured["channels"]
+    if not 0 <= c < n_channels:
+        raise ValueError(f"concept must be a channel of {layer} (0..{n_channels - 1}); got {concept}")
+    others = [i for i in range(n_channels) if i != c]
+    ref = masked_lrp(model, image, layer, others, target, composite)
+    a = torch.as_tensor(answer, dtype=torch.float64).detach().cpu()
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] == 3 and tuple(a.shape[1:]) == tuple(ref.shape):
+        wrong("your map still has 3 colour channels; a heatmap sums the relevance over them (`.sum(0)`), as "
+               "CondAttribution's `heatmap` does.")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if tuple(a.shape) != tuple(ref.shape):
+        wrong(f"your heatmap has shape {tuple(a.shape)}; one image's heatmap is (H, W) = {tuple(ref.shape)}: "
+               "take `res.heatmap[0]`.")
+    ref = ref.double()
+    scale = float(ref.abs().max()) or 1.0
+    tol = 1e-4 * scale
+
+    def same(b: torch.Tensor) -> bool:
+        return float((a - b.double()).abs().max()) <= tol
+
+    if same(ref):
+        own = masked_lrp(model, image, layer, [c], target, composite).double()
+        plain = masked_lrp(model, image, layer, None, target, composite).double()
+        gap = float((own + ref - plain).abs().max()) / max(float(plain.abs().max()), 1e-12)
+        share = float(own.sum()) / float(plain.sum()) if float(plain.sum()) != 0 else float("nan")
+        return right(f"the other {len(others)} channels' heatmap. Concept {c}'s heatmap plus yours gives the plain LRP "
+                      f"heatmap to {gap:.1e} of its largest value: conditioning on disjoint channel sets splits the "
+                      f"explanation without losing or adding relevance (no shortcut bypasses {layer}). Concept {c} "
+                      f"alone carries {share:.1%} of the heatmap's total on this image.")
+    if same(masked_lrp(model, image, layer, [c], target, composite)):
+        wrong(f"this is concept {c}'s own heatmap. The rest of the layer is every channel *except* {c}: list them in "
+               "the condition for the layer.")
+    if same(masked_lrp(model, image, layer, None, target, composite)):
+        wrong("this is the plain LRP heatmap: the condition on the layer is missing (or lists every channel, c included).")
+    for t in range(n_classes):
+        if t != int(target) and same(masked_lrp(model, image, layer, others, t, composite)):
+            wrong(f"you explained class {t}; start the backward pass at the class asked for, 'y': [{int(target)}].")
+    if same(-ref):
+        wrong("the sign is flipped.")
+    wrong(f"your heatmap differs from the rest-of-layer heatmap by up to {float((a - ref).abs().max()):.2e} "
+           f"(its largest |value| is {scale:.2e}). Condition on {{'y': [{int(target)}], layer: [every channel but {c}]}} "
+           f"with the composite {composite!r}.")
     return None

@@ -11,7 +11,8 @@ import torch
 
 from ._common import as_bool, as_float, close, pending, right, scalar, wrong
 
-__all__ = ["check_resample_size", "check_effect_ratio", "check_gap_by_method", "check_one_group", "check_projection"]
+__all__ = ["check_resample_size", "check_effect_ratio", "check_gap_by_method", "check_one_group", "check_projection",
+           "check_cav_direction", "check_tcav"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -36,18 +37,49 @@ def check_resample_size(answer: Any, flags: Any, labels: Any) -> None:
     return None
 
 
-def check_effect_ratio(answer: Any, effect: Any, baseline: Any) -> None:
-    """Insertion effect of a mitigated model as a share of the baseline's: ``effect / baseline``."""
-    if pending("the effect ratio", answer, effect, baseline):
+def _correction_gate(model: Any, tests: Any, artifact: str) -> Any:
+    """The collapse gate of a corrected model on ``tests`` (``clean``, ``same``, ``reversed``), quietly."""
+    from ..models import predict
+    from ..validity import artifact_rule_accuracy, model_gate
+
+    need = ("clean", "same", "reversed")
+    if not hasattr(tests, "get") or any(k not in tests for k in need):
+        raise ValueError(f"tests must be a dict with the test sets {need}; got {type(tests).__name__}")
+    correct = {k: (predict(model, tests[k].images).cpu() == tests[k].labels.cpu()).double().numpy() for k in need}
+    rule = {k: artifact_rule_accuracy(tests[k].artifacts[artifact].to_numpy(bool), tests[k].labels, positive=1)
+            for k in need}
+    return model_gate("your model", correct["clean"], reversed=correct["reversed"], same=correct["same"], rule=rule,
+                      quiet=True)
+
+
+def check_effect_ratio(answer: Any, effect: Any, baseline: Any, model: Any = None, tests: Any = None,
+                       artifact: str = "frame") -> None:
+    """Insertion effect of a mitigated model as a share of the baseline's: ``effect / baseline``.
+
+    With ``model`` and ``tests`` (``{"clean", "same", "reversed"}`` test sets) the model is gated first
+    (:func:`xaibias.findings.model_gate` with the reversed set and the ``artifact`` rule): a collapsed
+    model's ratio is not graded, since its effect says nothing about a correction.
+    """
+    if pending("the effect ratio", answer, effect, baseline) or (model is not None and pending("the model", model)):
         return None
+    if model is not None:
+        if tests is None:
+            raise ValueError("check_effect_ratio: pass tests= (the clean, same and reversed test sets) with model=")
+        gate = _correction_gate(model, tests, artifact)
+        if not gate:
+            print(f"Not graded: {gate.line()}. A model that learned no more than the {artifact} rule (or nothing) "
+                  f"also reacts little to a pasted {artifact}: its ratio is not the effect of a correction. Look at its "
+                  "clean and reversed accuracy: what did the penalty do to the lesion it had learned?")
+            return None
     e, b = scalar(effect, "effect"), scalar(baseline, "baseline")
     if b == 0:
         raise ValueError("the baseline effect is 0: a ratio to it is undefined")
     ref = e / b
     a = scalar(answer, "answer")
     if close(a, ref, 1e-6):
-        return right(f"the mitigated model keeps {ref:.0%} of the baseline's frame effect ({e:+.1f} vs {b:+.1f} pp): "
-                      + ("at most half, the target is met." if ref <= 0.5 else "more than half, the target is missed."))
+        return right(f"the mitigated model keeps {ref:.0%} of the baseline's frame effect ({e:+.1f} vs {b:+.1f} pp) at "
+                      "this seed. That is one point value: whether it halves the effect is read from the upper end of "
+                      "an interval over images (as in the table above), not from this number alone.")
     if e != 0 and close(a, b / e, 1e-6):
         wrong("the ratio is upside down: mitigated effect divided by the baseline's.")
     if close(a, 1 - ref, 1e-6):
@@ -58,8 +90,11 @@ def check_effect_ratio(answer: Any, effect: Any, baseline: Any) -> None:
     return None
 
 
-def check_gap_by_method(answer: Any, report: pd.DataFrame) -> None:
-    """Mean over seeds of ``acc_same - acc_reversed`` per method, as a Series indexed by method."""
+def check_gap_by_method(answer: Any, report: pd.DataFrame, gates: Any = None) -> None:
+    """Mean over seeds of ``acc_same - acc_reversed`` per method, as a Series indexed by method.
+
+    ``gates`` (``{method: Gate}``, optional): flagged methods are named as such in the feedback.
+    """
     if pending("the same-minus-reversed accuracy gap per method", answer):
         return None
     need = {"method", "acc_same", "acc_reversed"}
@@ -73,10 +108,14 @@ def check_gap_by_method(answer: Any, report: pd.DataFrame) -> None:
         wrong(f"methods missing from your Series: {sorted(missing)}.")
     a = answer.reindex(ref.index).astype(float)
     if np.allclose(a, ref, atol=1e-6):
-        best = ref.abs().idxmin()
-        return right("gaps " + ", ".join(f"{k} {v:+.3f}" for k, v in ref.items())
-                      + f". Smallest: {best}. A model that ignores the frame loses nothing when the correlation is "
-                        "reversed, so its gap is near 0.")
+        sd = (report["acc_same"] - report["acc_reversed"]).groupby(report["method"], sort=False).std()
+        flagged = [k for k in ref.index if gates is not None and k in gates and not gates[k]]
+        return right("gaps (mean ± sd over seeds) " + ", ".join(
+            f"{k} {v:+.3f} ± {sd[k]:.3f}" + (" (flagged by the gate: not interpretable)" if k in flagged else "")
+            for k, v in ref.items())
+            + ". A model that ignores the frame loses nothing when the correlation is reversed, so its gap is near 0; "
+              "a collapsed model can have a small gap too, which is why the gate comes first. Before ranking two gaps, "
+              "compare their difference with the spread over seeds.")
     if np.allclose(a, -ref, atol=1e-6):
         wrong("the signs are flipped: same minus reversed, so that a model hurt by the reversal has a positive gap.")
     if np.allclose(a, 100 * ref, atol=1e-4):
@@ -139,9 +178,10 @@ def check_one_group(n_group: Any, acc_group: Any, labels: Any, preds: Any, flags
     if not close(acc, ref_acc, 1e-6):
         wrong(f"your accuracy is {acc:.3f}; it is the mean of `preds == labels` over the group's {ref_n} images.")
     overall = float(correct.mean())
-    return right(f"{ref_n} images, accuracy {ref_acc:.1%} (all images: {overall:.1%}). "
-                  + ("The group is below the average: the shortcut misleads the model here."
-                     if ref_acc < overall else "The group is not below the average for this model."))
+    half = 2 * float(np.sqrt(max(ref_acc * (1 - ref_acc), 1e-12) / ref_n))
+    return right(f"{ref_n} images, accuracy {ref_acc:.1%} (all images: {overall:.1%}). With {ref_n} images the group's "
+                  f"accuracy is uncertain by about ±{half:.0%} (two binomial standard errors), so read the gap to the "
+                  "average only where it is larger than that; a group the shortcut misleads is where a gap is expected.")
 
 
 def check_projection(answer: Any, a: Any, basis: Any, reference: Any) -> None:
@@ -178,4 +218,80 @@ def check_projection(answer: Any, a: Any, basis: Any, reference: Any) -> None:
     if np.allclose(ans, av + removed, atol=tol):
         wrong("the sign is flipped: a - Q Q^T (a - z), not a + ...")
     wrong("compute a - Q @ (Q.T @ (a - z)), with Q the (C, K) basis and z the reference.")
+    return None
+
+
+def check_cav_direction(answer: Any, acts: Any, flags: Any, labels: Any, gate: Any = None) -> None:
+    """A within-class signal CAV by hand: the unit difference of the class-centred means of flagged and unflagged rows.
+
+    ``acts``: (N, C) pooled activations; ``flags``: (N,) concept flags; ``labels``: (N,) classes;
+    ``gate``: the CAV's validity gate (:func:`xaibias.findings.cav_gate`): a flagged CAV is not graded.
+    """
+    if pending("the CAV direction", answer):
+        return None
+    a = np.asarray(acts.detach().cpu() if isinstance(acts, torch.Tensor) else acts, dtype=float)
+    f, y = as_bool(flags, "flags"), as_float(labels, "labels")
+    if a.ndim != 2 or len(a) != len(f) or len(f) != len(y):
+        raise ValueError(f"acts must be (N, C) with N = len(flags) = len(labels); got {a.shape}, {len(f)}, {len(y)}")
+    if gate is not None and not gate:
+        print(f"Not graded: {gate.line()}. A direction can be computed for any flags, even a concept the layer does not "
+              "encode; this one does not find its concept, so there is nothing to grade.")
+        return None
+    ans = as_float(answer, "answer")
+    if ans.shape != (a.shape[1],):
+        wrong(f"the CAV has one number per channel ({a.shape[1]}); yours has shape {ans.shape}.")
+    centred = a.copy()
+    for c in np.unique(y):
+        centred[y == c] -= centred[y == c].mean(0)
+
+    def unit(w: np.ndarray) -> np.ndarray:
+        return w / np.linalg.norm(w)
+
+    ref = unit(centred[f].mean(0) - centred[~f].mean(0))
+    plain = unit(a[f].mean(0) - a[~f].mean(0))
+    norm = float(np.linalg.norm(ans))
+    if not close(norm, 1.0, 1e-4):
+        if norm > 0 and np.allclose(ans / norm, ref, atol=1e-5):
+            wrong(f"the direction is right but its length is {norm:.3f}; divide by its norm (a unit vector).")
+        wrong(f"a CAV is a unit vector; yours has length {norm:.3f}.")
+    if np.allclose(ans, ref, atol=1e-5):
+        cos = float(plain @ ref)
+        return right(f"the within-class signal CAV. Without the centring the direction would have cosine {cos:.3f} with it: "
+                      "the rest of the plain difference of means is the class difference that comes with the concept.")
+    if np.allclose(ans, -ref, atol=1e-5):
+        wrong("the sign is flipped: flagged minus unflagged, so the CAV points towards the concept.")
+    if np.allclose(ans, plain, atol=1e-5):
+        wrong("that is the difference of the plain means: subtract each class's mean from its rows first (within class), "
+              "or the direction also carries the class.")
+    wrong("centre each class's rows on their class mean, then take mean(flagged) - mean(unflagged) and divide by its norm.")
+    return None
+
+
+def check_tcav(answer: Any, cav: Any, model: Any, images: Any, gate: Any = None) -> None:
+    """TCAV by hand: the share of ``images`` whose malignant-vs-benign log-odds rise along ``cav`` (target 1, versus 0).
+
+    ``cav``: a fitted :class:`xaibias.analysis.CAV` with its layer; ``gate``: its validity gate (a flagged CAV's
+    score is not graded).
+    """
+    if pending("the TCAV score", answer):
+        return None
+    if gate is not None and not gate:
+        print(f"Not graded: {gate.line()}. The TCAV score of a direction that does not find its concept says nothing "
+              "about the concept.")
+        return None
+    ref = float(cav.tcav(model, images, target=1, versus=0))
+    a = scalar(answer, "answer")
+    if close(a, ref, 1e-6):
+        return right(f"TCAV {ref:.3f}: on {ref:.0%} of the images moving along the CAV raises the log-odds of malignant. "
+                      "It counts images, not how far the log-odds move; judge it only against random concepts.")
+    plain = float(cav.tcav(model, images, target=1))
+    if close(a, plain, 1e-6) and not close(plain, ref, 1e-6):
+        wrong("that is the share for the malignant logit alone; differentiate logit[:, 1] - logit[:, 0] (the log-odds), "
+              "or a direction that raises every logit scores high for every class.")
+    if close(a, 1 - ref, 1e-6):
+        wrong("you counted the images where the log-odds fall; TCAV counts those where they rise (derivative > 0).")
+    if close(a, 100 * ref, 1e-4):
+        wrong("give the share as a fraction between 0 and 1, not a percentage.")
+    wrong(f"your score is {a:.3f}; sum the gradient of the log-odds times v over channels and positions per image, "
+          "then take the share of images where it is positive.")
     return None
