@@ -25,5 +25,19 @@ def test_junit_minutes_sum_cells_and_skip_failed_notebooks(tmp_path):
 
 
 def test_every_notebook_has_a_goal():
-    names = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    names = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")}
     assert names <= set(badges.GOALS), f"notebooks without a goal line in tools/badges.py: {sorted(names - set(badges.GOALS))}"
+
+
+def test_junit_minutes_and_the_table_know_lettered_notebooks(tmp_path):
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">'
+        '<testcase classname="notebooks.07a_reveal_and_localise.ipynb" name="Cell 0" time="60.0" />'
+        '<testcase classname="notebooks.07b_revise_and_reevaluate.ipynb" name="Cell 3" time="30.0" />'
+        "</testsuite></testsuites>"
+    )
+    assert badges.junit_minutes(xml) == {"07a_reveal_and_localise": 1.0, "07b_revise_and_reevaluate": 0.5}
+    # the README table lists every notebook the glob finds, lettered ones included, in file-name order
+    rows = [line.split("](")[0].lstrip("| [") for line in badges.table().splitlines()[2:]]
+    assert rows == sorted(p.stem for p in (ROOT / "notebooks").glob(badges.NOTEBOOK_GLOB))

@@ -32,7 +32,9 @@ GOALS = {
     "04_crp_and_robustness": "Concept relevance (CRP) on lesions and chest X-rays; LRP robustness; a border-bias fix",
     "05_measuring_bias": "Known-bias synthetic sets: RMA, RRA, AOPC, Welch tests, biased vs unbiased models",
     "06_reducing_bias": "Resampling, artifact augmentation, relevance penalties (gradient and LRP) and a trainable attention gate, each re-measured",
-    "07_reveal_to_revise": "Concept vectors find and localise artifacts; seven corrections compared on three artifacts, worst-group accuracy",
+    "07a_reveal_and_localise": "Concept vectors (CAVs) find and localise three artifacts, each gated; TCAV against random concepts",
+    "07b_revise_and_reevaluate": "P-ClArC by hand, A-/RR-ClArC, DFR beside 06's corrections on three artifacts; worst-group and poisoned accuracy",
+    "08_real_isic": "Capstone on real ISIC photos: a pretrained model fine-tuned offline, insertion, SpRAy vs GEBI, a trap set, CAVs and corrections",
 }
 
 
@@ -53,6 +55,7 @@ def binder_badge(path: str) -> str:
 
 
 SAVED = ROOT / "tools" / "notebook_minutes.json"
+NOTEBOOK_GLOB = "[0-9][0-9]*_*.ipynb"   # 00_x ... 07a_x, 07b_x
 
 
 def junit_minutes(path: Path) -> dict[str, float]:
@@ -63,7 +66,7 @@ def junit_minutes(path: Path) -> dict[str, float]:
     failed: set[str] = set()
     for case in ET.parse(path).getroot().iter("testcase"):
         where = f"{case.get('file', '')} {case.get('classname', '')}"
-        m = re.search(r"(\d\d_[A-Za-z0-9_]+)\.ipynb", where)
+        m = re.search(r"(\d\d[a-z]?_[A-Za-z0-9_]+)\.ipynb", where)
         if not m:
             continue
         seconds[m.group(1)] = seconds.get(m.group(1), 0.0) + float(case.get("time", 0))
@@ -91,7 +94,7 @@ def minutes(update: bool, junit: Path | None = None) -> dict[str, float]:
 def table(update: bool = False, junit: Path | None = None) -> str:
     mins = minutes(update, junit)
     lines = ["| notebook | goal | Colab | Binder | FAST on 2 CPU cores |", "| --- | --- | --- | --- | --- |"]
-    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb in sorted((ROOT / "notebooks").glob(NOTEBOOK_GLOB)):
         rel = f"notebooks/{nb.name}"
         m = mins.get(nb.stem)
         lines.append(f"| [{nb.stem}]({rel}) | {GOALS.get(nb.stem, '')} | {colab_badge(rel)} | {binder_badge(rel)} | "
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--junit", type=Path, help="take the minutes from this JUnit XML file of an nbval run")
     args = ap.parse_args(argv)
-    changed = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if fix_notebook(p, args.check)]
+    changed = [p.name for p in sorted((ROOT / "notebooks").glob(NOTEBOOK_GLOB)) if fix_notebook(p, args.check)]
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:
