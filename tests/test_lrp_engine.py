@@ -10,9 +10,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 import xaibias as xb
-from xaibias.explain import attribute, prepare_lrp
+from xaibias.explain import COMPOSITES, attribute, prepare_lrp
 from xaibias.explain.attribution import _lrp
-from xaibias.explain.lrp_engine import ENGINE_COMPOSITES, LRPEngineUnsupported
+from xaibias.explain.lrp_engine import LRPEngineUnsupported
 
 F64 = torch.float64
 
@@ -43,7 +43,7 @@ def x64():
 
 
 @pytest.mark.parametrize("name", ["small_vgg", "small_resnet", "small_densenet", "small_efficientnet", "small_mobilenet"])
-@pytest.mark.parametrize("composite", ENGINE_COMPOSITES)
+@pytest.mark.parametrize("composite", COMPOSITES)
 def test_equals_zennit_float64(x64, name, composite):
     m = _zoo(name)
     target = torch.tensor([0, 2])
@@ -184,7 +184,7 @@ def _gated(se_gate: type = nn.Sigmoid) -> nn.Module:
 
 
 @pytest.mark.parametrize("gate", [nn.Sigmoid, nn.Hardsigmoid])
-@pytest.mark.parametrize("composite", ENGINE_COMPOSITES)
+@pytest.mark.parametrize("composite", COMPOSITES)
 def test_gates_equal_zennit_float64(gate, composite):
     """Element-wise gating: squeeze-and-excitation and a spatial attention gate, as zennit computes them."""
     m = _gated(gate)

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import as_images, describe, model_device
+from .._checks import as_images, model_device
 from .._options import keyword_names, reject_unknown
-from .canonizers import DenseNetCanonizer
+from ._shared import COMPOSITES, resolve_target
+from .canonizers import auto_canonizers
+from .lrp_engine import LRPEngineUnsupported, PreparedLRP
 
 __all__ = [
     "attribute",
@@ -50,15 +52,6 @@ __all__ = [
 # name -> fn(model, x, target, **kwargs) -> (B,C,H,W) or (B,H,W); filled below and by other modules
 _REGISTRY: dict[str, Callable[..., torch.Tensor]] = {}
 _NO_CHANNELS: set[str] = set()
-
-COMPOSITES: tuple[str, ...] = (
-    "EpsilonPlus",
-    "EpsilonPlusFlat",
-    "EpsilonGammaBox",
-    "EpsilonAlpha2Beta1",
-    "EpsilonAlpha2Beta1Flat",
-    "Epsilon",
-)
 
 
 def available_methods() -> tuple[str, ...]:
@@ -130,32 +123,6 @@ def register_method(name: str, channels: bool = True) -> Callable[[Callable[...,
 # helpers
 
 
-def resolve_target(target: Any, n: int, logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Turn ``target`` (None, int, sequence, tensor) into a (n,) long tensor; None needs ``logits``."""
-    if target is None:
-        if logits is None:
-            raise ValueError("target=None needs the model's output to pick the predicted class")
-        return logits.argmax(dim=1)
-    if isinstance(target, bool):
-        raise ValueError(f"target must be None, an int or one int per image; got {target!r}")
-    if isinstance(target, int):
-        t = torch.full((n,), target, dtype=torch.long)
-    else:
-        t = torch.as_tensor(target)
-        if t.ndim == 0:
-            t = t.reshape(1).expand(n)
-        if t.ndim != 1 or len(t) != n:
-            raise ValueError(f"target must be None, an int or one int per image (N={n}); got {describe(t)}")
-        if t.is_floating_point():
-            raise ValueError(f"target must hold integer class indices; got {describe(t)}")
-        t = t.long()
-    if logits is not None:
-        c = logits.shape[1]
-        if int(t.min()) < 0 or int(t.max()) >= c:
-            raise ValueError(f"target class out of range: the model has {c} outputs; got {t.unique().tolist()}")
-    return t
-
-
 def get_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
     """Return the sub-module named ``layer`` (default: the last Conv2d)."""
     if isinstance(layer, nn.Module):
@@ -170,30 +137,6 @@ def get_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
         names = [n for n in modules if n][-8:]
         raise ValueError(f"layer {layer!r} not found in {type(model).__name__}; last module names: {names}")
     return modules[layer]
-
-
-def _has(model: nn.Module, kinds: tuple[type, ...]) -> bool:
-    return any(isinstance(m, kinds) for m in model.modules())
-
-
-def auto_canonizers(model: nn.Module) -> list:
-    """Pick canonizers from the architecture.
-
-    DenseNet (torchvision ``_DenseBlock``) -> :class:`xaibias.explain.DenseNetCanonizer`;
-    ResNet (torchvision ``BasicBlock``/``Bottleneck``) -> zennit's ``ResNetCanonizer``; everything
-    else -> zennit's ``SequentialMergeBatchNorm`` (merges each BatchNorm into the linear layer before
-    it; a no-op without BatchNorm).
-    """
-    from torchvision.models.densenet import _DenseBlock
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.torchvision import ResNetCanonizer
-
-    if _has(model, (_DenseBlock,)):
-        return [DenseNetCanonizer()]
-    if _has(model, (BasicBlock, Bottleneck)):
-        return [ResNetCanonizer()]
-    return [SequentialMergeBatchNorm()]
 
 
 def make_composite(
@@ -313,8 +256,6 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _prepared_engine(model: nn.Module, composite: Any, canonizers: Any, epsilon: float, low: Any, high: Any):
     """The cached :class:`~xaibias.explain.lrp_engine.PreparedLRP` for these settings (or raise
     :class:`~xaibias.explain.lrp_engine.LRPEngineUnsupported`)."""
-    from .lrp_engine import LRPEngineUnsupported, PreparedLRP
-
     if not isinstance(composite, str):
         raise LRPEngineUnsupported("a zennit Composite instance is run by zennit itself")
     if not (canonizers is None or isinstance(canonizers, str)):
@@ -343,8 +284,6 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, composi
          canonizers: str | Sequence | None = "auto", epsilon: float = 1e-6, init: str = "logit",
          low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0, engine: str = "auto") -> torch.Tensor:
     from zennit.attribution import Gradient
-
-    from .lrp_engine import LRPEngineUnsupported
 
     if init not in ("logit", "one"):
         raise ValueError(f"init must be 'logit' or 'one'; got {init!r}")

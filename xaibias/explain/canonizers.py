@@ -18,11 +18,13 @@ import warnings
 import torch
 from torch import nn
 from torchvision.models.densenet import DenseNet, _DenseBlock, _DenseLayer, _Transition
-from zennit.canonizers import Canonizer, CompositeCanonizer, MergeBatchNorm
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from zennit.canonizers import Canonizer, CompositeCanonizer, MergeBatchNorm, SequentialMergeBatchNorm
 from zennit.core import Hook, RemovableHandleList
 from zennit.rules import Pass
+from zennit.torchvision import ResNetCanonizer
 
-__all__ = ["DenseNetCanonizer", "find_densenet_batchnorms"]
+__all__ = ["DenseNetCanonizer", "auto_canonizers", "find_densenet_batchnorms"]
 
 _LINEAR = (nn.Conv2d, nn.Linear)
 
@@ -303,3 +305,22 @@ class DenseNetCanonizer(CompositeCanonizer):
     def copy(self) -> DenseNetCanonizer:
         """A fresh canonizer with the same settings."""
         return DenseNetCanonizer(self.concat_norm_rule)
+
+
+def _has(model: nn.Module, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+def auto_canonizers(model: nn.Module) -> list:
+    """Pick canonizers from the architecture.
+
+    DenseNet (torchvision ``_DenseBlock``) -> :class:`DenseNetCanonizer`;
+    ResNet (torchvision ``BasicBlock``/``Bottleneck``) -> zennit's ``ResNetCanonizer``; everything
+    else -> zennit's ``SequentialMergeBatchNorm`` (merges each BatchNorm into the linear layer before
+    it; a no-op without BatchNorm).
+    """
+    if _has(model, (_DenseBlock,)):
+        return [DenseNetCanonizer()]
+    if _has(model, (BasicBlock, Bottleneck)):
+        return [ResNetCanonizer()]
+    return [SequentialMergeBatchNorm()]

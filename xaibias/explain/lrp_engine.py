@@ -76,6 +76,8 @@ from ._lrp_trace import (
     unsupported,
     without_inplace,
 )
+from ._shared import COMPOSITES, resolve_target
+from .canonizers import auto_canonizers, find_densenet_batchnorms
 from .lrp_rules import (
     STABILIZER,
     AlphaBetaRule,
@@ -90,11 +92,8 @@ from .lrp_rules import (
     inverse,
 )
 
-__all__ = ["prepare_lrp", "PreparedLRP", "LRPEngineUnsupported", "ENGINE_COMPOSITES"]
+__all__ = ["prepare_lrp", "PreparedLRP", "LRPEngineUnsupported"]
 
-ENGINE_COMPOSITES: tuple[str, ...] = (
-    "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox", "Epsilon",
-)
 _LINEAR = (nn.Conv2d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 _DROP = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
@@ -146,7 +145,7 @@ def _rules(composite: str, epsilon: float, low, high) -> tuple[LinearRule, Linea
         return AlphaBetaRule(2.0, 1.0), eps, *first
     if composite == "EpsilonGammaBox":
         return GammaRule(0.25), eps, ZBoxRule(low, high), Convolution
-    raise LRPEngineUnsupported(f"the prepared engine has no composite {composite!r}; it knows {ENGINE_COMPOSITES}")
+    raise LRPEngineUnsupported(f"the prepared engine has no composite {composite!r}; it knows {COMPOSITES}")
 
 
 class PreparedLRP:
@@ -155,9 +154,6 @@ class PreparedLRP:
     def __init__(self, model: nn.Module, composite: str = "EpsilonPlusFlat", canonizers: str | None = "auto",
                  epsilon: float = 1e-6, low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0) -> None:
         from zennit.types import Activation
-
-        from .attribution import COMPOSITES, auto_canonizers
-        from .canonizers import find_densenet_batchnorms
 
         if not isinstance(composite, str):
             raise LRPEngineUnsupported(f"the prepared engine takes a composite name, not {type(composite).__name__}")
@@ -518,8 +514,6 @@ class PreparedLRP:
         model's device in the parameters' dtype; with ``create_graph=True`` it is differentiable with
         respect to the model's parameters.
         """
-        from .attribution import resolve_target
-
         if init not in ("logit", "one"):
             raise ValueError(f"init must be 'logit' or 'one'; got {init!r}")
         if pool not in ("sum", None):
@@ -559,7 +553,7 @@ def prepare_lrp(model: nn.Module, composite: str = "EpsilonPlusFlat", canonizers
     model : nn.Module
         A network of supported layers (see :mod:`xaibias.explain.lrp_engine`); it is not modified.
     composite : str
-        One of :data:`ENGINE_COMPOSITES` (zennit's composites of the same name, and xaibias's
+        One of :data:`~xaibias.explain.COMPOSITES` (zennit's composites of the same name, and xaibias's
         ``"Epsilon"`` with ``epsilon``).
     canonizers : "auto" or None
         ``"auto"`` merges batch norms and treats residual sums as :func:`auto_canonizers` would.
