@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from . import config
 from ._cache import atomic_save, content_hash, safe_load, source_hash
 from ._checks import as_images, as_labels, check_int, describe
+from ._zoo import make_model
 
 __all__ = ["FINETUNE_MODELS", "extract_features", "finetune", "finetune_code_version", "images_digest"]
 
@@ -70,7 +71,7 @@ DEFAULTS = {"head": (200, 200, None, 1.0), "last_block": (8, 20, 1e-3, 1e-2), "f
 
 def finetune_code_version() -> str:
     """Digest of the code that computes features and fine-tunes, and the torch version (part of every key)."""
-    return f"{source_hash('_lite0.py', '_finetune.py', 'models.py', '_checks.py', '_cache.py')}-torch{torch.__version__}"
+    return f"{source_hash('_lite0.py', '_finetune.py', '_zoo.py', '_checks.py', '_cache.py')}-torch{torch.__version__}"
 
 
 def _features_code_version() -> str:
@@ -385,8 +386,6 @@ def finetune(name: str, images: Any, labels: Any, *, num_classes: int = 2, epoch
         The complete model (make_model's layout) in eval mode on ``device``, with
         ``xaibias_finetune`` (a dict: mode, epochs, lr, weight_decay, batch_size, key) attached.
     """
-    from .models import make_model
-
     if name not in FINETUNE_MODELS:
         raise ValueError(f"finetune needs a pretrained zoo model with a features/classifier split; name must be one "
                          f"of {', '.join(FINETUNE_MODELS)}; got {name!r}")
