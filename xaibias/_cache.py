@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "safe_load", "content_hash", "source_hash", "file_sha256"]
+__all__ = ["atomic_write", "atomic_save", "safe_load", "content_hash", "weights_key", "source_hash", "file_sha256"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
@@ -98,6 +98,17 @@ def content_hash(*objs: Any, length: int = 16) -> str:
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def weights_key(model: torch.nn.Module) -> str:
+    """A content key of a model's weights: every tensor of its ``state_dict`` (values and shapes).
+
+    Part of the cache key of anything made from a trained model (a correction, a fine-tuned copy),
+    so a retrained base model never loads a result made from the old one.
+    """
+    state = model.state_dict()
+    return content_hash({k: v.reshape(-1) for k, v in state.items() if torch.is_tensor(v)},
+                        {k: list(v.shape) for k, v in state.items() if torch.is_tensor(v)})
 
 
 def source_hash(*parts: str, root: str | os.PathLike | None = None, length: int = 16) -> str:

@@ -3,6 +3,8 @@
 :func:`unbiased_resample` builds the "unbiased" training set of Pfau et al. 2019 (Global
 Saliency): every image with the artifact is kept and, per class, a random subset of images without
 it is added in proportion, so that P(class | artifact) = P(class | no artifact).
+:func:`balanced_indices` balances the classes within every joint pattern of several artifacts (the
+``"resample"`` correction of :mod:`xaibias.mitigation` and the group-balanced set of ``"dfr"``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from .._checks import as_labels, describe
 
-__all__ = ["unbiased_resample"]
+__all__ = ["unbiased_resample", "balanced_indices"]
 
 
 def _as_flags(flags: Any, n: int) -> np.ndarray:
@@ -101,3 +103,48 @@ def split_indices(labels: Any, test_fraction: float = 0.25, seed: int = 0, strat
     if len(test_idx) == 0 or len(test_idx) == len(y):
         raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test set for {len(y)} images")
     return test_idx
+
+
+def balanced_indices(labels: Any, flags: Any, seed: int = 0) -> np.ndarray:
+    """Indices of a subset in which the class is independent of a joint pattern of artifact flags.
+
+    The images are grouped by their row of ``flags`` (one column per artifact); in every group the
+    same number of images of each class is drawn at random (the count of the group's rarest class),
+    so P(c | pattern) = 1 / n_classes for every pattern and hence P(c | a) = P(c | not a) for every
+    column ``a`` exactly. Groups that lack a class are dropped (they cannot be balanced).
+
+    Parameters
+    ----------
+    labels : int class labels (N,)
+    flags : bool (N,) or (N,K) array, or a DataFrame of K bool columns
+    seed : seed of the random choice
+
+    Returns
+    -------
+    np.ndarray of int64 indices, sorted ascending.
+
+    Raises
+    ------
+    ValueError
+        On malformed input or when no group contains every class.
+    """
+    lab = as_labels(labels).numpy()
+    f = flags.to_numpy() if hasattr(flags, "to_numpy") else np.asarray(flags)  # a DataFrame
+    if f.ndim == 1:
+        f = f[:, None]
+    if f.dtype != bool or f.ndim != 2 or len(f) != len(lab):
+        raise ValueError(f"flags must be bool (N,) or (N,K) with N={len(lab)} (one row per label); got {describe(f)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    classes = np.unique(lab)
+    patterns, group = np.unique(f, axis=0, return_inverse=True)
+    group = np.asarray(group).reshape(-1)
+    chosen = []
+    for g in range(len(patterns)):
+        pools = [np.flatnonzero((group == g) & (lab == c)) for c in classes]
+        k = min(len(p) for p in pools)
+        chosen += [rng.choice(p, size=k, replace=False) for p in pools if k > 0]
+    if not chosen:
+        raise ValueError("no artifact pattern occurs in every class; the classes cannot be balanced against the flags")
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -68,11 +68,12 @@ import torch
 from torch import nn
 
 from .. import config, models
-from .._cache import atomic_save, content_hash, safe_load, source_hash
+from .._cache import atomic_save, content_hash, safe_load, source_hash, weights_key
 from .._checks import as_labels, describe
 from .._options import reject_unknown
 from ..analysis.cav import CAV, find_layer
 from ..data import ARTIFACTS
+from ..data.sampling import balanced_indices
 
 __all__ = [
     "CLARC_CORRECTIONS",
@@ -346,8 +347,6 @@ def dfr_last_layer(model: nn.Module, images: Any, labels: Any, flags: Any, C: fl
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from .methods import balanced_indices
-
     y = as_labels(labels).numpy()
     out = copy.deepcopy(model)
     name, last = _last_linear(out)
@@ -383,12 +382,6 @@ def dfr_last_layer(model: nn.Module, images: Any, labels: Any, flags: Any, C: fl
 
 # --------------------------------------------------------------------------------------------------
 # entry point
-
-
-def _state_key(model: nn.Module) -> str:
-    state = model.state_dict()
-    return content_hash({k: v.reshape(-1) for k, v in state.items() if torch.is_tensor(v)},
-                        {k: list(v.shape) for k, v in state.items() if torch.is_tensor(v)})
 
 
 def fit_correction(name: str, train_set: Any, method: str, options: dict | None = None, fit_set: Any = None,
@@ -432,7 +425,7 @@ def fit_correction(name: str, train_set: Any, method: str, options: dict | None 
                                _clean_mean(base, data, flags, layer))
         model.xaibias_correction = info  # type: ignore[attr-defined]
         return model
-    key = content_hash("mitigation", method, opts, _state_key(base), models.dataset_key(data),
+    key = content_hash("mitigation", method, opts, weights_key(base), models.dataset_key(data),
                        fit_kwargs.get("batch_size", 64), seed, source_hash("mitigation/clarc.py", "analysis/cav.py"),
                        models.training_code_version())
     dev = next(base.parameters()).device
