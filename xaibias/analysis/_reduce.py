@@ -15,10 +15,11 @@ from sklearn.decomposition import PCA
 
 from ._chunked import ChunkSource
 
-__all__ = ["Reducer", "downsize"]
+__all__ = ["Reducer", "downsize", "NORMALIZATIONS", "REDUCTIONS"]
 
-_NORMALIZE = ("l2", "max", "sum", None)
-_REDUCTIONS = ("pca", "isomap", "none")
+# the values SpRAy / GEBI accept for normalize= and reduction=
+NORMALIZATIONS = ("l2", "max", "sum", None)
+REDUCTIONS = ("pca", "isomap", "none")
 _PCA_FIT_SAMPLES = 5000  # the PCA basis is fitted on at most this many maps (then applied to all)
 _CHUNK = 2048  # maps resized per step, bounds the temporary memory
 

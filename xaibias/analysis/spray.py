@@ -82,7 +82,7 @@ from .._checks import as_relevance, check_same_n, describe
 from .._options import checked_init
 from ._chunked import as_source, is_chunked
 from ._neighbors import APPROX_MIN_N, KNN, import_faiss, sampled_recall
-from ._reduce import _NORMALIZE, _REDUCTIONS, Reducer, downsize
+from ._reduce import NORMALIZATIONS, REDUCTIONS, Reducer, downsize
 
 __all__ = ["SpRAy", "downsize", "eigengap", "LANDMARKS_AUTO"]
 
@@ -162,10 +162,10 @@ class SpectralBase(BaseEstimator):
             raise ValueError(f"n_clusters must be a positive int or 'auto'; got {k!r}")
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be a positive int; got {self.n_neighbors!r}")
-        if self.normalize not in _NORMALIZE:
-            raise ValueError(f"normalize must be one of {_NORMALIZE}; got {self.normalize!r}")
-        if self.reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {self.reduction!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {self.normalize!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {self.reduction!r}")
         if self.affinity not in _AFFINITIES:
             raise ValueError(f"affinity must be one of {_AFFINITIES}; got {self.affinity!r}")
         if self.embedding_2d not in _EMBED_2D:

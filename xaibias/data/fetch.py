@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from .. import config
 from .images import IMAGE_EXTENSIONS
-from .registry import _verify
+from .registry import verify_checksum
 
 __all__ = ["fetch_isic_annotated", "parse_isic_ids", "FetchSummary", "BISSOTO_FILES"]
 
@@ -160,7 +160,7 @@ def _download(url: str, target: Path, timeout: float, sha256: str | None = None,
         if sha256 is None:
             return False
         try:
-            _verify(target, sha256)
+            verify_checksum(target, sha256)
             return False
         except ValueError:
             target.unlink()
@@ -174,7 +174,7 @@ def _download(url: str, target: Path, timeout: float, sha256: str | None = None,
         if size is not None and got != int(size):
             raise ValueError(f"{url} gave {got} bytes, the archive says {int(size)}")
         if sha256 is not None:
-            _verify(Path(tmp), sha256)
+            verify_checksum(Path(tmp), sha256)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

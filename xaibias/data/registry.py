@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import config
 from .._cache import file_sha256
 
-__all__ = ["download_dataset"]
+__all__ = ["download_dataset", "verify_checksum"]
 
 
 _S3 = "https://isic-challenge-data.s3.amazonaws.com"
@@ -73,7 +73,7 @@ def _filename_from_url(url: str) -> str:
     return Path(urllib.request.url2pathname(url.split("?", 1)[0].rsplit("/", 1)[-1])).name
 
 
-def _verify(path: Path, checksum: str | None) -> str:
+def verify_checksum(path: Path, checksum: str | None) -> str:
     """Check ``path`` against ``checksum`` (sha256 hex or ``md5:<hex>``); return its sha256."""
     sha = file_sha256(path)
     if checksum is None:
@@ -148,7 +148,7 @@ def download_dataset(
     target = folder / _filename_from_url(url)
     if target.is_file():
         try:
-            _verify(target, checksum)
+            verify_checksum(target, checksum)
         except ValueError:
             target.unlink()
     if not target.is_file():
@@ -166,7 +166,7 @@ def download_dataset(
                                 bar.update(len(block))
                 except (urllib.error.URLError, OSError, TimeoutError) as exc:
                     raise ConnectionError(_offline_message(name, url, target, str(exc))) from exc
-            sha = _verify(Path(tmp), checksum)
+            sha = verify_checksum(Path(tmp), checksum)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
