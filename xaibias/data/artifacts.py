@@ -43,149 +43,33 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import ImageFont
 
 from .._checks import as_images, as_masks, describe
+from .drawing import (
+    Canvas,
+    as_rng,
+    bezier,
+    blend,
+    disk_alpha,
+    disk_box,
+    distances,
+    jitter_color,
+    lesion_geometry,
+    pixel_grid,
+    place_disk,
+    ring_alpha,
+)
 
 __all__ = ["ARTIFACTS", "PAINTER_PARAMS", "paint_artifact", "insert_artifact"]
 
 ARTIFACTS: tuple[str, ...] = ("frame", "ruler", "ink", "hair", "bubble", "red_circle", "patch")
 
 Array = np.ndarray
-RngLike = np.random.Generator | int | np.integer
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------
-def _as_rng(rng: Any, name: str = "rng") -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"{name} must be a non-negative int seed or np.random.Generator; got {rng}")
-        return np.random.default_rng(int(rng))
-    raise ValueError(f"{name} must be an int seed or a numpy.random.Generator; got {type(rng).__name__}")
-
-
-@lru_cache(maxsize=32)
-def _grid(h: int, w: int) -> tuple[Array, Array]:
-    """Pixel-centre coordinates (yy, xx) as read-only float32 (H,W) arrays."""
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-    yy.setflags(write=False)
-    xx.setflags(write=False)
-    return yy, xx
-
-
-def _box(cy: float, cx: float, r: float, h: int, w: int) -> tuple[slice, slice]:
-    """The pixel box that can be touched by a disk of radius ``r`` (plus antialiasing) at (cy, cx)."""
-    y0 = max(0, int(np.floor(cy - r - 2)))
-    y1 = min(h, int(np.ceil(cy + r + 3)))
-    x0 = max(0, int(np.floor(cx - r - 2)))
-    x1 = min(w, int(np.ceil(cx + r + 3)))
-    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
-
-
-def _dist(cy: float, cx: float, ys: slice, xs: slice, h: int, w: int) -> Array:
-    yy, xx = _grid(h, w)
-    return np.sqrt((yy[ys, xs] - cy) ** 2 + (xx[ys, xs] - cx) ** 2)
-
-
-def _blend(img: Array, alpha: Array, color: Any, ys: slice = slice(None), xs: slice = slice(None)) -> None:
-    """In place: ``img[:, ys, xs] = img*(1-alpha) + color*alpha`` where ``alpha > 0``.
-
-    ``color`` is an RGB triple or a (3,h,w) array for the box. Pixels with alpha 0 keep their
-    exact bytes.
-    """
-    region = img[:, ys, xs]
-    on = alpha > 0
-    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
-    if len(rows) == 0:
-        return
-    cy, cx = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    region, on, a = region[:, cy, cx], on[cy, cx], alpha[cy, cx].astype(np.float32, copy=False)
-    col = np.asarray(color, dtype=np.float32)
-    col = col[:, None, None] if col.ndim == 1 else col[:, cy, cx]
-    mixed = region * (1.0 - a) + col * a
-    np.clip(mixed, 0.0, 1.0, out=mixed)
-    np.copyto(region, mixed, where=on[None])
-
-
-def _disk_alpha(d: Array, r: float) -> Array:
-    """Antialiased coverage of a disk of radius ``r`` given distances ``d`` to its centre."""
-    return np.clip(r + 0.5 - d, 0.0, 1.0)
-
-
-def _ring_alpha(d: Array, r: float, width: float) -> Array:
-    return np.clip(width / 2 + 0.5 - np.abs(d - r), 0.0, 1.0)
-
-
-def _jitter(rng: np.random.Generator, color: Any, amount: float) -> Array:
-    c = np.asarray(color, dtype=np.float32) + rng.uniform(-amount, amount, 3).astype(np.float32)
-    return np.clip(c, 0.0, 1.0)
-
-
-def _lesion_geometry(lesion_mask: Array | None, h: int, w: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Centroid (y, x) and equivalent radius of the lesion; a plausible guess without a mask."""
-    s = min(h, w)
-    if lesion_mask is not None and lesion_mask.any():
-        ys, xs = np.nonzero(lesion_mask)
-        return float(ys.mean()), float(xs.mean()), float(np.sqrt(len(ys) / np.pi))
-    return (h / 2 + rng.uniform(-0.05, 0.05) * s, w / 2 + rng.uniform(-0.05, 0.05) * s, 0.2 * s)
-
-
-def _place_disk(
-    rng: np.random.Generator, h: int, w: int, r: float, lesion_mask: Array | None, margin: float = 0.0, tries: int = 25
-) -> tuple[float, float]:
-    """A centre for a disk of radius ``r`` inside the image, avoiding the lesion when possible."""
-    lo_y, hi_y = r + margin, h - r - margin
-    lo_x, hi_x = r + margin, w - r - margin
-    if hi_y <= lo_y:
-        lo_y = hi_y = h / 2
-    if hi_x <= lo_x:
-        lo_x = hi_x = w / 2
-    best, best_overlap = None, None
-    for _ in range(tries):
-        cy, cx = rng.uniform(lo_y, hi_y), rng.uniform(lo_x, hi_x)
-        if lesion_mask is None:
-            return cy, cx
-        ys, xs = _box(cy, cx, r, h, w)
-        inside = _dist(cy, cx, ys, xs, h, w) <= r + 1
-        overlap = int((lesion_mask[ys, xs] & inside).sum())
-        if overlap == 0:
-            return cy, cx
-        if best_overlap is None or overlap < best_overlap:
-            best, best_overlap = (cy, cx), overlap
-    return best  # type: ignore[return-value]
-
-
-class Canvas:
-    """A supersampled greyscale PIL canvas whose coverage becomes an antialiased alpha map."""
-
-    def __init__(self, h: int, w: int, ss: int | None = None):
-        self.h, self.w = h, w
-        self.ss = ss if ss is not None else (4 if max(h, w) <= 128 else 2)
-        self.im = Image.new("L", (w * self.ss, h * self.ss), 0)
-        self.draw = ImageDraw.Draw(self.im)
-
-    def pts(self, ys: Array, xs: Array) -> list[tuple[float, float]]:
-        f = self.ss
-        return [(float(x) * f + f / 2, float(y) * f + f / 2) for y, x in zip(ys, xs)]
-
-    def alpha(self) -> Array:
-        im = self.im.reduce(self.ss) if self.ss > 1 else self.im
-        return np.asarray(im, dtype=np.float32) / 255.0
-
-
-def bezier(p0: Array, p1: Array, p2: Array, n: int) -> Array:
-    """``n`` points of the quadratic Bezier curve from ``p0`` to ``p2`` with control point ``p1``."""
-    t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,13 +100,13 @@ def _paint_frame(
     """
     _, h, w = img.shape
     s = min(h, w)
-    col = _jitter(rng, (0.02, 0.02, 0.02), 0.02) if color is None else np.asarray(color, np.float32)
+    col = jitter_color(rng, (0.02, 0.02, 0.02), 0.02) if color is None else np.asarray(color, np.float32)
     if style == "circle":
         r = (rng.uniform(0.40, 0.52) if radius is None else float(radius)) * s
         soft = max(1.0, (rng.uniform(0.02, 0.06) if softness is None else float(softness)) * s)
         off = rng.uniform(-0.04, 0.04, 2) * s if offset is None else np.asarray(offset, np.float32) * s
         cy, cx = h / 2 - 0.5 + off[0], w / 2 - 0.5 + off[1]
-        d = _dist(cy, cx, slice(None), slice(None), h, w)
+        d = distances(cy, cx, slice(None), slice(None), h, w)
         alpha = np.clip((d - r) / soft, 0.0, 1.0)
         alpha = alpha * (2.0 - alpha)  # ramps quickly to fully dark
     elif style == "square":
@@ -238,7 +122,7 @@ def _paint_frame(
     else:
         raise ValueError(f"frame style must be 'circle' or 'square'; got {style!r}")
     alpha = alpha.astype(np.float32)
-    _blend(img, alpha, col)
+    blend(img, alpha, col)
     return alpha > 0
 
 
@@ -295,12 +179,12 @@ def _paint_ruler(
         x += spacing
     a_band = np.rot90(band.alpha(), k) * rng.uniform(0.7, 0.9)
     a_tick = np.rot90(ticks.alpha(), k) * rng.uniform(0.85, 1.0)
-    band_col = _jitter(rng, (0.9, 0.9, 0.86), 0.05)
-    tick_col = _jitter(rng, (0.08, 0.08, 0.1), 0.06) if color is None else np.asarray(color, np.float32)
+    band_col = jitter_color(rng, (0.9, 0.9, 0.86), 0.05)
+    tick_col = jitter_color(rng, (0.08, 0.08, 0.1), 0.06) if color is None else np.asarray(color, np.float32)
     a_band = np.ascontiguousarray(a_band, dtype=np.float32)
     a_tick = np.ascontiguousarray(a_tick, dtype=np.float32)
-    _blend(img, a_band, band_col)
-    _blend(img, a_tick, tick_col)
+    blend(img, a_band, band_col)
+    blend(img, a_tick, tick_col)
     return (a_band > 0) | (a_tick > 0)
 
 
@@ -327,9 +211,9 @@ def _paint_ink(
     """
     _, h, w = img.shape
     s = min(h, w)
-    cy, cx, rl = _lesion_geometry(lesion_mask, h, w, rng)
+    cy, cx, rl = lesion_geometry(lesion_mask, h, w, rng)
     col = _INK_COLORS[int(rng.integers(len(_INK_COLORS)))] if color is None else color
-    col = _jitter(rng, col, 0.04) if color is None else np.asarray(color, np.float32)
+    col = jitter_color(rng, col, 0.04) if color is None else np.asarray(color, np.float32)
     ns = int(rng.integers(1, 4)) if n_strokes is None else int(n_strokes)
     nd = int(rng.integers(0, 5)) if n_dots is None else int(n_dots)
     lw = max(1.5, (rng.uniform(0.015, 0.03) if width is None else float(width)) * s)
@@ -352,7 +236,7 @@ def _paint_ink(
         (px, py), = cv.pts([y], [x])
         cv.draw.ellipse([px - r * f, py - r * f, px + r * f, py + r * f], fill=255)
     alpha = cv.alpha() * rng.uniform(0.75, 0.95)
-    _blend(img, alpha, col)
+    blend(img, alpha, col)
     return alpha > 0
 
 
@@ -388,8 +272,8 @@ def _paint_hair(
         curve = bezier(p0, p1, p2, max(8, int(length / 4)))
         cv.draw.line(cv.pts(curve[:, 0], curve[:, 1]), fill=255, width=max(1, int(round(lw * f))), joint="curve")
     alpha = cv.alpha() * rng.uniform(0.8, 0.95)
-    col = _jitter(rng, (0.1, 0.07, 0.05), 0.05) if color is None else np.asarray(color, np.float32)
-    _blend(img, alpha, col)
+    col = jitter_color(rng, (0.1, 0.07, 0.05), 0.05) if color is None else np.asarray(color, np.float32)
+    blend(img, alpha, col)
     return alpha > 0
 
 
@@ -415,17 +299,17 @@ def _paint_bubble(
     for _ in range(nb):
         r = max(2.0, (rng.uniform(0.03, 0.12) if radius is None else float(radius)) * s)
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        ys, xs = _box(cy, cx, r, h, w)
-        d = _dist(cy, cx, ys, xs, h, w)
+        ys, xs = disk_box(cy, cx, r, h, w)
+        d = distances(cy, cx, ys, xs, h, w)
         rim_w = max(0.8, 0.14 * r)
-        a_in = _disk_alpha(d, r) * rng.uniform(0.08, 0.18)
-        a_rim = _ring_alpha(d, r - rim_w / 2, rim_w) * rng.uniform(0.6, 0.85)
+        a_in = disk_alpha(d, r) * rng.uniform(0.08, 0.18)
+        a_rim = ring_alpha(d, r - rim_w / 2, rim_w) * rng.uniform(0.6, 0.85)
         hr = max(0.6, 0.18 * r)
-        hd = np.sqrt((_grid(h, w)[0][ys, xs] - (cy - 0.45 * r)) ** 2 + (_grid(h, w)[1][ys, xs] - (cx - 0.45 * r)) ** 2)
-        a_hi = _disk_alpha(hd, hr) * 0.9
+        hd = np.sqrt((pixel_grid(h, w)[0][ys, xs] - (cy - 0.45 * r)) ** 2 + (pixel_grid(h, w)[1][ys, xs] - (cx - 0.45 * r)) ** 2)
+        a_hi = disk_alpha(hd, hr) * 0.9
         for a in (a_in, a_rim, a_hi):
             a = a.astype(np.float32)
-            _blend(img, a, white, ys, xs)
+            blend(img, a, white, ys, xs)
             mask[ys, xs] |= a > 0
     return mask
 
@@ -450,12 +334,12 @@ def _paint_red_circle(
     s = min(h, w)
     r = max(3.0, (rng.uniform(0.06, 0.10) if radius is None else float(radius)) * s)
     t = max(1.5, (rng.uniform(0.25, 0.35) if thickness is None else float(thickness)) * r)
-    cy, cx = _place_disk(rng, h, w, r, lesion_mask, margin=1.0)
-    ys, xs = _box(cy, cx, r, h, w)
-    d = _dist(cy, cx, ys, xs, h, w)
-    alpha = _ring_alpha(d, r - t / 2, t).astype(np.float32)
-    col = _jitter(rng, (0.88, 0.1, 0.12), 0.05) if color is None else np.asarray(color, np.float32)
-    _blend(img, alpha, col, ys, xs)
+    cy, cx = place_disk(rng, h, w, r, lesion_mask, margin=1.0)
+    ys, xs = disk_box(cy, cx, r, h, w)
+    d = distances(cy, cx, ys, xs, h, w)
+    alpha = ring_alpha(d, r - t / 2, t).astype(np.float32)
+    col = jitter_color(rng, (0.88, 0.1, 0.12), 0.05) if color is None else np.asarray(color, np.float32)
+    blend(img, alpha, col, ys, xs)
     mask = np.zeros((h, w), bool)
     mask[ys, xs] = alpha > 0
     return mask
@@ -486,15 +370,15 @@ def _paint_patch(
     _, h, w = img.shape
     s = min(h, w)
     r = max(2.5, (rng.uniform(0.06, 0.12) if radius is None else float(radius)) * float(size) * s)
-    cy, cx = _place_disk(rng, h, w, r, lesion_mask, margin=0.0)
-    ys, xs = _box(cy, cx, r, h, w)
-    d = _dist(cy, cx, ys, xs, h, w)
+    cy, cx = place_disk(rng, h, w, r, lesion_mask, margin=0.0)
+    ys, xs = disk_box(cy, cx, r, h, w)
+    d = distances(cy, cx, ys, xs, h, w)
     base = _PATCH_COLORS[int(rng.integers(len(_PATCH_COLORS)))] if color is None else color
-    base = _jitter(rng, base, 0.04) if color is None else np.asarray(color, np.float32)
+    base = jitter_color(rng, base, 0.04) if color is None else np.asarray(color, np.float32)
     shade = 1.0 - 0.25 * np.clip(d / r, 0, 1) ** 3  # darker towards the rim
     col = np.clip(base[:, None, None] * shade[None].astype(np.float32), 0, 1)
-    alpha = (_disk_alpha(d, r) * 0.97).astype(np.float32)
-    _blend(img, alpha, col, ys, xs)
+    alpha = (disk_alpha(d, r) * 0.97).astype(np.float32)
+    blend(img, alpha, col, ys, xs)
     mask = np.zeros((h, w), bool)
     mask[ys, xs] = alpha > 0
     return mask
@@ -575,7 +459,7 @@ def paint_artifact(
         if lmt.shape[0] != 1 or tuple(lmt.shape[1:]) != img.shape[1:]:
             raise ValueError(f"lesion_mask must be bool (H,W) = {img.shape[1:]}; got {describe(lesion_mask)}")
         lm = lmt[0].cpu().numpy()
-    mask = paint_np(img, name, _as_rng(rng), lm, params)
+    mask = paint_np(img, name, as_rng(rng), lm, params)
     if is_np:
         return img, mask
     return torch.from_numpy(img), torch.from_numpy(mask)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import Canvas, bezier
+from .drawing import Canvas, bezier
 
 __all__ = ["FEATURES", "CLASS_PROTOTYPES", "BINARY_CLASSES", "draw_features", "render_batch"]
 
