@@ -24,7 +24,6 @@ import torch
 
 __all__ = [
     "stride2_share",
-    "nyquist_share",
     "structureless_share",
     "phase_means",
     "sum_2x2",
@@ -78,23 +77,6 @@ def stride2_share(R: Any) -> torch.Tensor:
     at = P[:, 0, W // 2] + P[:, H // 2, 0] + P[:, H // 2, W // 2]
     total = P.sum(dim=(-2, -1))
     return torch.where(total > 0, at / total.clamp(min=1e-300), torch.zeros_like(total))
-
-
-def nyquist_share(R: Any) -> torch.Tensor:
-    """Share of each map's energy in the whole Nyquist row and column of its spectrum (``H + W - 1`` bins).
-
-    The broader measure notebook 01 used first: it counts every pixel-scale structure (for example
-    the sparse maps of max-pooling), not only a fixed grid. A structureless map gets about
-    ``(H + W - 1) / (H W - 1)``.
-    """
-    R = _maps(R)
-    P = _power(R)
-    H, W = R.shape[-2:]
-    band = torch.zeros(H, W, dtype=torch.bool)
-    band[H // 2, :] = True
-    band[:, W // 2] = True
-    total = P.sum(dim=(-2, -1))
-    return torch.where(total > 0, P[:, band].sum(-1) / total.clamp(min=1e-300), torch.zeros_like(total))
 
 
 def structureless_share(height: int, width: int | None = None) -> float:

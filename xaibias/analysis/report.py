@@ -40,19 +40,7 @@ from .insertion import bias_insertion
 from .metrics import relevance_mass_accuracy
 from .saliency import mean_saliency
 
-__all__ = ["bias_report", "REPORT_COLUMNS"]
-
-#: Column patterns of :func:`bias_report` (``{set}``: a test-set name, ``{a}``: an artifact).
-REPORT_COLUMNS = (
-    "acc_{set}",
-    "insertion_{a}_pp",
-    "insertion_{a}_abs_pp",
-    "flip_{a}",
-    "saliency_{a}",
-    "rma_{a}",
-    "area_{a}",
-)
-
+__all__ = ["bias_report"]
 
 def _as_models(models: Any) -> dict[Any, torch.nn.Module]:
     if isinstance(models, torch.nn.Module):

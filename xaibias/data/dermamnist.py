@@ -18,15 +18,6 @@ __all__ = ["DermaMNIST", "DERMAMNIST_CLASSES"]
 
 # MedMNIST's label order for dermamnist (medmnist/info.py, INFO["dermamnist"]["label"]).
 DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-DERMAMNIST_DESCRIPTIONS = (
-    "actinic keratoses and intraepithelial carcinoma",
-    "basal cell carcinoma",
-    "benign keratosis-like lesions",
-    "dermatofibroma",
-    "melanoma",
-    "melanocytic nevi",
-    "vascular lesions",
-)
 _DERMAMNIST_MALIGNANT = frozenset({"akiec", "bcc", "mel"})
 
 

@@ -20,10 +20,9 @@ import pandas as pd
 
 from .annotations import ANNOTATION_COLUMNS, load_artifact_annotations, sniff_separator
 
-__all__ = ["ISIC_LAYOUTS", "MALIGNANT_DIAGNOSES", "BENIGN_DIAGNOSES", "detect_layout"]
+__all__ = ["ISIC_LAYOUTS", "MALIGNANT_DIAGNOSES", "detect_layout"]
 
 MALIGNANT_DIAGNOSES = frozenset({"MEL", "BCC", "SCC", "AKIEC", "AK"})
-BENIGN_DIAGNOSES = frozenset({"NV", "BKL", "SK", "DF", "VASC"})
 BINARY_CLASSES = ("benign", "malignant")
 
 # Free-text diagnoses (ISIC 2020, ISIC archive) that have a clear malignant/benign reading; used

@@ -37,7 +37,7 @@ from torch import nn
 from .._checks import as_images, model_device
 from .attribution import register_method, resolve_target
 
-__all__ = ["class_contributions", "competitive_gradient_x_input", "competitive_completeness"]
+__all__ = ["class_contributions", "competitive_completeness"]
 
 _SIGNS = ("both", "positive")
 
@@ -104,47 +104,6 @@ def _prepare(model: nn.Module, images: Any, target: Any, per_pixel: bool):
     if per_pixel:
         contrib = contrib.sum(dim=2)
     return x, contrib, logits, t
-
-
-def competitive_gradient_x_input(
-    model: nn.Module,
-    images: Any,
-    target: Any = None,
-    sign: str = "both",
-    per_pixel: bool = False,
-    pool: bool = True,
-) -> torch.Tensor:
-    """Competitive gradient x input of ``images`` for ``target`` (see the module docstring).
-
-    The same computation as ``attribute(model, images, method="competitive_gxi")``, without
-    batching; handy for small batches and tests.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B,K); used as it is (put it in eval mode).
-    images : tensor (N,3,H,W) or (3,H,W)
-        Float images in [0,1].
-    target : None, int, sequence or tensor
-        Class to explain per image (None: the predicted class).
-    sign : {"both", "positive"}
-        Keep the winning positive and negative contributions, or only the positive ones.
-    per_pixel : bool
-        Let classes compete for pixels (channel-summed contributions) instead of input elements.
-    pool : bool
-        Sum the (N,3,H,W) result over channels (ignored when ``per_pixel``).
-
-    Returns
-    -------
-    torch.Tensor
-        (N,H,W) (or (N,3,H,W) with ``pool=False``) float32 on the CPU.
-    """
-    _check_sign(sign)
-    x, contrib, logits, t = _prepare(model, images, target, per_pixel)
-    rel = _compete(contrib, t, sign)
-    if rel.ndim == 4 and pool:
-        rel = rel.sum(dim=1)
-    return rel.float().cpu()
 
 
 def competitive_completeness(
