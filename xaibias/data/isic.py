@@ -1,8 +1,14 @@
-"""Real-data loaders: ISIC challenges 2016-2020, HAM10000, ISIC-archive JSON, DermaMNIST, artifact CSVs.
+"""The ISIC loader: :class:`ISICDataset` over ISIC challenges 2016-2020, HAM10000 and ISIC-archive JSON.
 
 Everything here is optional: the notebooks default to synthetic data, and switch to a real folder
 when ``DATA`` is set to a path. Files are fetched with ``python data/download.py NAME`` (see
-:data:`REGISTRY` and ``data/README.md``).
+``xaibias.data.registry.REGISTRY`` and ``data/README.md``). The ground-truth layouts are parsed in
+:mod:`xaibias.data.groundtruth`, images decoded and cached by :mod:`xaibias.data.images`; the other
+real-data loaders have modules of their own: :class:`~xaibias.data.DermaMNIST` (MedMNIST's
+``dermamnist*.npz``) in :mod:`xaibias.data.dermamnist` and
+:func:`~xaibias.data.load_artifact_annotations` (the per-image artifact annotations of Bissoto,
+Valle & Avila, "Debiasing Skin Lesion Datasets and Models? Not So Fast", ISIC Skin Image Analysis
+Workshop (CVPR) 2020) in :mod:`xaibias.data.annotations`.
 
 :class:`ISICDataset`
     A lazy torch ``Dataset`` over a folder of dermoscopy photographs and one ground-truth file.
@@ -21,13 +27,6 @@ when ``DATA`` is set to a path. Files are fetched with ``python data/download.py
     ``isic_archive`` a folder of per-image JSON files from the ISIC archive,
                    ``{"name": ..., "meta": {"clinical": {"benign_malignant": ..., "diagnosis": ...}}}``
     ============== ==========================================================================
-
-:class:`DermaMNIST`
-    The MedMNIST ``dermamnist*.npz`` (HAM10000 at 28, 64, 128 or 224 px), held in memory.
-
-:func:`load_artifact_annotations`
-    The per-image artifact annotations of Bissoto, Valle & Avila, "Debiasing Skin Lesion Datasets
-    and Models? Not So Fast", ISIC Skin Image Analysis Workshop (CVPR) 2020.
 
 Binary labels (``binary=True``, the default): 1 = malignant, 0 = benign
 --------------------------------------------------------------------------
