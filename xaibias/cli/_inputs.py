@@ -148,6 +148,11 @@ def _layouts(root: Path) -> list[tuple[Path, str]]:
     return out
 
 
+#: The subset draw of :func:`_subset` uses the random stream ``default_rng([seed, _SUBSET_STREAM])``:
+#: its own stream for the audit's seed, independent of every other draw made from that seed.
+_SUBSET_STREAM = 17
+
+
 def _has_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
 
@@ -156,7 +161,7 @@ def _subset(ds: Any, n: int | None, seed: int) -> tuple[Any, np.ndarray | None]:
     """A stratified random subset of at most ``n`` items (labels kept in proportion)."""
     if n is None or n >= len(ds):
         return ds, None
-    rng = np.random.default_rng([seed, 17])
+    rng = np.random.default_rng([seed, _SUBSET_STREAM])
     labels = ds.labels.numpy()
     pick = []
     for c in np.unique(labels):

@@ -45,12 +45,17 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: The sixteen images of :func:`relevance_figure` are drawn from ``default_rng([seed, _FIGURE_STREAM])``,
+#: a random stream of their own for the audit's seed.
+_FIGURE_STREAM = 3
+
+
 def relevance_figure(thumbs: torch.Tensor, R: np.ndarray, labels: np.ndarray, y_pred: np.ndarray, data: Any,
                      target: int, seed: int) -> str:
     """Sixteen random audited images with their relevance for the target class (red: for, blue: against)."""
     from .. import viz
 
-    rng = np.random.default_rng([seed, 3])
+    rng = np.random.default_rng([seed, _FIGURE_STREAM])
     idx = np.sort(rng.permutation(len(R))[: min(16, len(R))])
     names = data.class_names
     titles = []

@@ -26,6 +26,9 @@ __all__ = [
 
 #: A dark brown-mauve ink colour close to lesion pigment (for "ink that looks like the disease").
 PIGMENT_INK: tuple[float, float, float] = (0.33, 0.19, 0.2)
+# which images of ink_by_class get ink is drawn from default_rng([seed, _INK_STREAM]): a random stream
+# of its own, so the choice does not repeat the painter's draws made from the same seed
+_INK_STREAM = 7
 
 
 def rgb_to_hsv(images: Any) -> torch.Tensor:
@@ -185,7 +188,7 @@ def ink_by_class(
     """Paint marker ink with a per-class rate and an optional per-class colour.
 
     Each image of class ``c`` gets ink with probability ``rates[c]`` (drawn from
-    ``default_rng([seed, 7])``); the strokes come from :func:`xaibias.data.insert_artifact`, with
+    ``default_rng([seed, 7])``, 7 being ``_INK_STREAM``); the strokes come from :func:`xaibias.data.insert_artifact`, with
     ``colors[c]`` as the ink colour where given (for example :data:`PIGMENT_INK` to make ink look
     like lesion pigment) and the painter's purple/blue marker otherwise.
 
@@ -229,7 +232,7 @@ def ink_by_class(
     if bad:
         raise ValueError(f"colors names unknown class(es) {bad}; the classes are {list(class_names or [])}")
     lm = None if lesion_masks is None else as_masks(lesion_masks, like=x[:, 0], name="lesion_masks")
-    flags = np.random.default_rng([int(seed), 7]).random(len(x)) < per_class[lab]
+    flags = np.random.default_rng([int(seed), _INK_STREAM]).random(len(x)) < per_class[lab]
     out = x.clone().float()
     masks = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool)
     groups: dict[Any, list[int]] = {}
