@@ -168,5 +168,20 @@ def test_register_method_extends_attribute(x):
 def test_methods_list_is_complete():
     for name in ("gradient", "input_x_gradient", "integrated_gradients", "gradcam", "lrp"):
         assert name in xb.explain.METHODS
-    assert set(xb.explain.COMPOSITES) >= {"EpsilonPlus", "EpsilonPlusFlat", "EpsilonGammaBox",
-                                          "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat", "Epsilon"}
+    # every composite name builds zennit's composite of that name ("Epsilon": Schaaf et al.'s epsilon
+    # rule on every linear and convolutional layer, which zennit has no class for)
+    from zennit import composites as zc
+    from zennit import rules as zr
+    from zennit import types as zt
+
+    from xaibias.explain.attribution import make_composite
+
+    for name in xb.explain.COMPOSITES:
+        comp = make_composite(name, canonizers=None, input_shape=(1, 3, 4, 4))
+        if name == "Epsilon":
+            eps_layers = {kind for kind, rule in comp.layer_map if isinstance(rule, zr.Epsilon)}
+            assert type(comp) is zc.LayerMapComposite and eps_layers == {zt.Convolution, torch.nn.Linear}
+        else:
+            assert type(comp) is getattr(zc, name), name
+    with pytest.raises(ValueError, match="unknown composite"):
+        make_composite("EpsilonPlusFlatt", canonizers=None)

@@ -2,6 +2,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("check_margins", ROOT / "tools" / "check_margins.py")
 cm = importlib.util.module_from_spec(spec)
@@ -13,10 +15,15 @@ def _write(path, rows, ok=True):
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_parse_seeds_is_the_shared_one():
-    from xaibias.config import parse_seeds
-
-    assert cm.parse_seeds is parse_seeds
+def test_parse_seeds_reads_ranges_and_lists():
+    assert cm.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert cm.parse_seeds("0,3,7") == [0, 3, 7]
+    assert cm.parse_seeds("1-2, 5") == [1, 2, 5]
+    for bad in ("", "a", "-1", "3-x"):
+        with pytest.raises(ValueError, match="seeds must name"):
+            cm.parse_seeds(bad)
+    # the tool uses the package's parser rather than a copy of its own
+    assert "def parse_seeds" not in (ROOT / "tools" / "check_margins.py").read_text()
 
 
 def test_margins_table_takes_the_worst_run(tmp_path):

@@ -33,7 +33,11 @@ def built(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_has_exercises(path, built):
     nb, _ = built[path.name]
-    assert len(ms.exercises(nb, path.name)) >= 2, f"{path.name} has fewer than two exercises"
+    # the exercise cells, read from the JSON without the tool's helpers
+    tagged = [i for i, c in enumerate(nb["cells"]) if "exercise" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) >= 2, f"{path.name} has fewer than two exercises"
+    assert [ex for ex, _, _ in ms.exercises(nb, path.name)] == tagged
+    assert all(set(nb["cells"][i + 1]["metadata"]["tags"]) >= {"solution"} for i in tagged)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -29,9 +29,17 @@ def _p_malignant(labels: np.ndarray, flags: np.ndarray) -> tuple[float, float]:
 
 
 def test_methods_constant():
-    assert xb.mitigation.CORRECTIONS == ("resample", "augment", "rrr", "rrr_lrp", "attention",
-                                         "pclarc", "aclarc", "rrclarc", "dfr")
-    assert set(OPTIONS) == set(xb.mitigation.CORRECTIONS)
+    from xaibias.mitigation.clarc import CLARC_CORRECTIONS
+
+    corrections = xb.mitigation.CORRECTIONS
+    assert set(OPTIONS) == set(corrections) and len(set(corrections)) == len(corrections)
+    # the package docstring states the tuple; it must say what the code has
+    assert "CORRECTIONS == (" + ", ".join(f'"{c}"' for c in corrections) + ")" in xb.mitigation.__doc__
+    # the ClArC family corrects a trained model and has no prepare step; every other one prepares training
+    assert set(CLARC_CORRECTIONS) <= set(corrections)
+    for method in CLARC_CORRECTIONS:
+        with pytest.raises(ValueError):
+            prepare(method, (torch.zeros(2, 3, 8, 8), torch.tensor([0, 1])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,17 +306,27 @@ def _share(R, masks):
     return (r2 * masks.flatten(1)).sum(1) / r2.sum(1)
 
 
-def test_rrr_lrp_penalty_equals_the_squared_relevance_share_of_the_engine():
+def test_rrr_lrp_penalty_equals_the_squared_relevance_share_of_the_reference_lrp():
+    # The expected value comes from the hand-written LRP of xaibias.explain.reference (plain torch,
+    # no engine, no hooks), image by image with a Python loop, not from the engine the penalty uses.
+    from xaibias.explain import reference
+
     model = _tiny()
     x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
     y = torch.tensor([0, 1, 1, 0])
     masks = torch.zeros(4, 8, 8, dtype=torch.bool)
     masks[:, :2] = True
     masks[2] = False  # no artifact: adds nothing, but still counts in B
-    R = xb.explain.prepare_lrp(model, "EpsilonPlus")(x, target=y)
-    expected = 3.0 * _share(R, masks)[[0, 1, 3]].sum() / 4
+    shares = []
+    for i in range(4):
+        R = reference.lrp(model, x[i:i + 1], target=int(y[i]), rules="EpsilonPlus").input[0].sum(0)  # (H,W)
+        inside = sum(float(R[r, c]) ** 2 for r in range(8) for c in range(8) if masks[i, r, c])
+        total = sum(float(v) ** 2 for v in R.flatten())
+        shares.append(inside / total)
+    assert shares[2] == 0.0 and all(0.0 < s < 1.0 for s in shares[:2] + shares[3:])
+    expected = 3.0 * sum(shares) / 4
     got = rrr_lrp_penalty(model, x, masks, y=y, lam=3.0, composite="EpsilonPlus")
-    assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
     # empty masks: exactly zero, and lam = 0 switches it off
     assert rrr_lrp_penalty(model, x, torch.zeros_like(masks), y=y).item() == 0.0
     assert rrr_lrp_penalty(model, x, masks, y=y, lam=0.0).item() == 0.0

@@ -100,6 +100,24 @@ def test_heatmap_similarity_frame(maps):
     df = rb.heatmap_similarity(maps, maps)
     assert list(df.columns) == ["rank_corr", "topk_iou"] and len(df) == 4
     assert (df.to_numpy() == 1).all()
+    # a map against its negation: ranks reversed, the top 10 % of one is the bottom 10 % of the other
+    neg = rb.heatmap_similarity(maps, -maps)
+    assert np.allclose(neg["rank_corr"], -1.0) and (neg["topk_iou"] == 0).all()
+
+
+def test_heatmap_similarity_known_answer():
+    # ranks 1..6 against 1,2,3,6,5,4: Spearman 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 8 / 210 = 27/35;
+    # top 2 pixels {5, 4} against {3, 4}: one shared of three, IoU 1/3
+    a = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])
+    b = torch.tensor([[[1.0, 2.0, 3.0], [6.0, 5.0, 4.0]]])
+    df = rb.heatmap_similarity(a, b, k=2)
+    assert df["rank_corr"].item() == pytest.approx(27 / 35, abs=1e-12)
+    assert df["topk_iou"].item() == pytest.approx(1 / 3, abs=1e-12)
+    # an "orthogonal" pair: a checkerboard against horizontal stripes (uncorrelated ranks, ties averaged)
+    yy, xx = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    checker = ((yy + xx) % 2).float()[None]
+    stripes = (yy % 2).float()[None]
+    assert rb.heatmap_similarity(checker, stripes)["rank_corr"].item() == pytest.approx(0.0, abs=1e-12)
 
 
 class _Tiny(torch.nn.Module):

@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 import xaibias as xb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +46,13 @@ def test_settings_match_the_notebook():
     assert "n_boot=N_BOOT).assign(seed=seed)" in code
 
 
-def test_parse_seeds_is_the_shared_one():
-    from xaibias.config import parse_seeds
-
-    assert _script().parse_seeds is parse_seeds
+def test_parse_seeds_reads_ranges_and_lists():
+    s = _script()
+    assert s.parse_seeds("0-2,9") == [0, 1, 2, 9]
+    with pytest.raises(ValueError, match="seeds must name"):
+        s.parse_seeds("0-")
+    # the script uses the package's parser rather than a copy of its own
+    assert "def parse_seeds" not in (ROOT / "tools" / "spray_vs_gebi_seeds.py").read_text()
 
 
 def test_tiny_run_prints_the_table(tmp_path, monkeypatch, capsys):
