@@ -56,6 +56,9 @@ from ._base import ArrayDataset
 __all__ = ["SyntheticChestXray", "XRAY_CLASSES", "MARKER_SITES"]
 
 GENERATOR_VERSION = 1
+# the generator draws from default_rng([seed, _STREAM]): a stream of its own, so a chest X-ray set
+# never repeats the draws another generator makes from the same seed (the value is arbitrary)
+_STREAM = 0xC4E57
 
 #: Class names in label order.
 XRAY_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "covid")
@@ -309,7 +312,7 @@ class SyntheticChestXray(ArrayDataset):
             "subset": None,
         }
 
-        rng = np.random.default_rng([seed, 0xC4E57])
+        rng = np.random.default_rng([seed, _STREAM])
         labels = rng.permutation(np.arange(n) % k)
         s_m, s_b = self.bias["markers"], self.bias["border"]
         own = rng.random(n) < s_m  # else uniform: P(site = label) = s_m + (1 - s_m) / k
