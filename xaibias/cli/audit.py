@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, config
 from .._cache import content_hash
+from ..analysis.groups import group_accuracy
 from ._inputs import DEMO_BIAS, AuditData, AuditError, data_facts, load_data, target_index
 from ._model import load_model, probe, trainable
 
@@ -167,7 +168,8 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 def _accuracy(y: np.ndarray, p: np.ndarray, flags: pd.DataFrame, class_names: list[str], seed: int) -> dict:
     overall = _scores(y, p)
-    correct = (p.argmax(1) == y).astype(float)
+    pred = p.argmax(1)
+    correct = (pred == y).astype(float)
     _, lo, hi = _ci(correct, seed)
     overall.update(accuracy_ci_low=lo, accuracy_ci_high=hi, chance=_f(1.0 / p.shape[1]), auroc_chance=0.5)
     by_artifact, groups = [], []
@@ -175,14 +177,14 @@ def _accuracy(y: np.ndarray, p: np.ndarray, flags: pd.DataFrame, class_names: li
         f = flags[a].to_numpy(bool)
         if not f.any() or f.all():
             continue
+        # the groups of one artifact: class x (with, without), measured by the package's group_accuracy
+        table = group_accuracy(y, pred, flags[[a]].astype(bool), class_names=class_names)
         for present in (True, False):
             sel = f == present
             by_artifact.append({"artifact": a, "present": present, **_scores(y[sel], p[sel])})
-            for c, name in enumerate(class_names):
-                g = sel & (y == c)
-                if g.sum():
-                    groups.append({"artifact": a, "present": present, "class": name, "n": int(g.sum()),
-                                   "accuracy": _f(correct[g].mean())})
+            groups += [{"artifact": a, "present": present, "class": row["class"], "n": int(row["n"]),
+                        "accuracy": _f(row["accuracy"])} for _, row in table[table[a] == present].iterrows()]
+    # the worst group over every artifact's groups (a tie goes to the larger group)
     big = [g for g in groups if g["n"] >= _MIN_GROUP]
     worst = min(big, key=lambda g: (g["accuracy"], -g["n"])) if big else None
     return {"overall": overall, "by_artifact": by_artifact, "groups": groups, "worst_group": worst,
