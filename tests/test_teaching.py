@@ -222,7 +222,9 @@ def test_one_cluster_f1(capsys):
 
 def test_eigengap(capsys):
     ev = np.array([0.0, 0.01, 0.02, 0.5, 0.55, 0.6, 0.62])   # three eigenvalues near 0, then the jump: k = 3
-    assert_right(capsys, teaching.check_eigengap, 3, ev)
+    assert "largest k searched" not in assert_right(capsys, teaching.check_eigengap, 3, ev)
+    # the jump lies at the end of the searched range: right, but read as "at least 3", not as a count
+    assert "largest k searched (3)" in assert_right(capsys, teaching.check_eigengap, 3, ev, max_clusters=3)
     assert_wrong(teaching.check_eigengap, 2, ev, match="off by one: eigenvalues are numbered from 0")
     assert_wrong(teaching.check_eigengap, 4, ev, match="off by one: with ev")
     assert_wrong(teaching.check_eigengap, 6, ev, match="not the largest")

@@ -58,9 +58,11 @@ def check_eigengap(answer: Any, eigenvalues: Any, min_clusters: int = 2, max_clu
     a = int(a)
     gaps = {k: ev[k] - ev[k - 1] for k in range(min_clusters, max_clusters + 1)}
     if a == ref:
+        edge = (f" It is also the largest k searched ({max_clusters}): the jump may continue beyond the range, "
+                "so read it as 'at least this many', not as a count.") if ref == max_clusters else ""
         return right(f"the largest jump, {gaps[ref]:.4f}, comes after the first {ref} eigenvalues: the spectrum "
                       f"hints at {ref} groups. A hint, not a finding: compare this gap with the next largest ones, and "
-                      "a smooth rise without a clear jump means the number of groups is a choice.")
+                      "a smooth rise without a clear jump means the number of groups is a choice." + edge)
     if a == ref - 1:
         wrong(f"off by one: eigenvalues are numbered from 0, and k = {a} would mean the jump from eigenvalue "
                f"{a - 1} to {a}. k counts the eigenvalues *before* the jump.")
