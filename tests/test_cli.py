@@ -540,3 +540,36 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
     assert res.returncode == 2
     assert "is empty" in res.stderr
+
+
+def test_skill_gate_uses_balanced_accuracy_and_a_flagged_model_gets_no_verdict():
+    """The audit gates the model as the notebooks do (xaibias.validity.model_gate), on the balanced accuracy:
+    on photos with 13 % melanomas a model can lose to "always benign" in plain accuracy and still have learned
+    the classes; a model at chance is flagged and what it "reacts to" is not read."""
+    from xaibias.cli.audit import _skill_gate
+    from xaibias.cli.report import _verdict as verdict_html
+    from xaibias.cli.report import verdict_text
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(870, int), np.ones(130, int)]
+    pred = y.copy()
+    pred[rng.choice(870, 87, replace=False)] = 1            # 90 % of the majority class kept
+    pred[870 + rng.choice(130, 52, replace=False)] = 0      # 60 % of the minority class found
+    g = _skill_gate(y, pred, 2, seed=0)
+    assert (pred == y).mean() < 0.87                         # below the majority-class rate in plain accuracy
+    assert g["gate_ok"] is True and g["balanced_accuracy_ci_low"] > 0.5 and g["gate"].startswith("VALID")
+
+    g0 = _skill_gate(y, np.zeros_like(y), 2, seed=0)         # always the majority class: balanced accuracy 0.5
+    assert g0["gate_ok"] is False and "reaches chance 0.500" in g0["gate"]
+    assert _skill_gate(np.zeros(5, int), np.zeros(5, int), 2, seed=0)["gate_ok"] is None
+
+    overall = {"balanced_accuracy": 0.5, **g0}
+    report = {"settings": {"target_class": "malignant"}, "insertion": {"rows": []},
+              "accuracy": {"overall": overall},
+              "verdict": {"no_skill": True, "threshold_pp": 2.0, "ignores": [], "clusters": None,
+                          "reacts_to": [{"artifact": "frame", "mean_change_pp": 30.0, "ci_low": 25.0, "ci_high": 35.0,
+                                         "flip_rate": 0.3, "to_target_rate": 0.3, "n": 10}]}}
+    text = verdict_text(report)
+    assert text.startswith("not interpretable: FLAGGED model 'audited model'") and "frame" not in text
+    html = verdict_html(report)
+    assert "Not interpretable" in html and "reacts to</b>" not in html and "+30.0" not in html

@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from .. import __version__, config
 from .._cache import content_hash
 from ..analysis.groups import group_accuracy
+from ..comparison import estimate
+from ..validity import model_gate
 from ._inputs import DEMO_BIAS, AuditData, AuditError, data_facts, load_data, target_index
 from ._model import load_model, probe, trainable
 
@@ -166,12 +168,35 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _skill_gate(y: np.ndarray, pred: np.ndarray, n_classes: int, seed: int) -> dict[str, Any]:
+    """The package's model gate (:func:`xaibias.validity.model_gate`, as in the notebooks) on the balanced
+    accuracy: its chance is 1/C whatever the class shares, so a melanoma model on photos with 13 %
+    melanomas is not called skill-less because it loses to "always benign" in plain accuracy."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if len(np.unique(y)) < 2:
+        return {"gate_ok": None, "gate": "not gated: the audited images hold a single class"}
+
+    def bacc(pr: np.ndarray, t: np.ndarray) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(balanced_accuracy_score(t, pr))
+
+    est = estimate(pred.astype(float), y.astype(float), statistic=bacc, strata=y, n_boot=_N_BOOT, seed=seed,
+                   name="balanced accuracy")
+    gate = model_gate("audited model", est, chance=1.0 / n_classes, measure="balanced accuracy", seed=seed,
+                      quiet=True)
+    return {"balanced_accuracy_ci_low": _f(est.low), "balanced_accuracy_ci_high": _f(est.high),
+            "balanced_accuracy_chance": _f(1.0 / n_classes), "gate_ok": bool(gate), "gate": gate.line()}
+
+
 def _accuracy(y: np.ndarray, p: np.ndarray, flags: pd.DataFrame, class_names: list[str], seed: int) -> dict:
     overall = _scores(y, p)
     pred = p.argmax(1)
     correct = (pred == y).astype(float)
     _, lo, hi = _ci(correct, seed)
     overall.update(accuracy_ci_low=lo, accuracy_ci_high=hi, chance=_f(1.0 / p.shape[1]), auroc_chance=0.5)
+    overall.update(_skill_gate(y, pred, p.shape[1], seed))
     by_artifact, groups = [], []
     for a in flags.columns:
         f = flags[a].to_numpy(bool)
@@ -398,8 +423,8 @@ def _verdict(report: dict) -> dict:
     out: dict[str, Any] = {"threshold_pp": _REACT_PP, "reacts_to": [], "ignores": [], "clusters": None,
                            "worst_group": report.get("accuracy", {}).get("worst_group"), "no_skill": None}
     acc = report.get("accuracy", {}).get("overall")
-    if acc and acc["accuracy_ci_low"] is not None:
-        out["no_skill"] = bool(acc["accuracy_ci_low"] <= acc["majority_rate"])
+    if acc and acc.get("gate_ok") is not None:
+        out["no_skill"] = not acc["gate_ok"]
     ins = report.get("insertion")
     if ins:
         heads = [r for r in ins["rows"] if r["true_class"] == "all" and r["mean_change_pp"] is not None]

@@ -173,6 +173,9 @@ def verdict_text(report: dict) -> str:
     target = report["settings"]["target_class"]
     if "insertion" not in report:
         return "no verdict: counterfactual insertion was not run"
+    if v.get("no_skill"):
+        o = report.get("accuracy", {}).get("overall", {})
+        return f"not interpretable: {o.get('gate', 'the model failed its gate')} (the insertion table is in the report)"
     if not v.get("reacts_to"):
         return (f"the model reacts to none of the painted artifacts (no mean change of P({target}) of "
                 f"{v['threshold_pp']:.1f} pp or more with an interval excluding zero)")
@@ -188,10 +191,11 @@ def _verdict(report: dict) -> str:
     out = []
     o = report.get("accuracy", {}).get("overall")
     if v.get("no_skill") and o:
-        interval = _ci(o["accuracy_ci_low"], o["accuracy_ci_high"], _num)
-        out.append(f'<p class="skip">Caution: accuracy {_num(o["accuracy"])} {interval} is not clearly above the '
-                   f'majority-class rate {_num(o["majority_rate"])}: the findings below describe a model that has '
-                   f'learned little.</p>')
+        interval = _ci(o["balanced_accuracy_ci_low"], o["balanced_accuracy_ci_high"], _num)
+        out.append(f'<p class="skip">Not interpretable: the balanced accuracy {_num(o["balanced_accuracy"])} {interval} '
+                   f'reaches chance ({_num(o["balanced_accuracy_chance"])}), so the model has not shown that it learned '
+                   f'the classes, and what it reacts to is not read. The numbers are in the tables below.</p>')
+        return "".join(out)
     if "insertion" not in report:
         out.append("<p>No verdict on artifacts: counterfactual insertion was not run.</p>")
     elif v.get("reacts_to"):
