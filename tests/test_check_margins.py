@@ -73,3 +73,16 @@ def test_verdict_sheet_lists_every_recorded_verdict_and_gate(tmp_path, monkeypat
     assert (f"| 02_x | seed 1, {threads} thr. | accuracy vs chance | not distinguishable at this size | "
             "difference 0.03 [-0.04, 0.1] | model 0.53 [0.46, 0.6] | chance 0.5 |") in sheet
     assert cm.verdict_sheet([]).startswith("No verdicts were recorded")
+
+
+def test_table_only_names_the_runs_it_was_built_from(tmp_path):
+    # --table-only must not claim the default seeds and threads: it names the runs found in --out
+    for name in ("05_measuring_bias-s0-t2.jsonl", "08_real_isic-s3-t1.jsonl", "08_real_isic-s0-t2.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"kind": "run", "ok": True, "seconds": 1.0}) + "\n")
+    (tmp_path / "notes.jsonl").write_text("")   # not a run file: ignored
+    sheet, table = tmp_path / "sheet.md", tmp_path / "table.md"
+    cm.main(["--table-only", "--out", str(tmp_path), "--verdicts", str(sheet), "--table", str(table)])
+    head = sheet.read_text().splitlines()[2]
+    assert head.startswith("Written by `python tools/check_margins.py --table-only --verdicts")
+    assert "05_measuring_bias: seed 0 x 2 thread(s); 08_real_isic: seed 0 x 2 thread(s), seed 3 x 1 thread(s)" in head
+    assert "--seeds" not in head and "--seeds" not in table.read_text().splitlines()[2]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -191,6 +192,20 @@ def margins_table(rows: list[dict], runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def written_by(args: argparse.Namespace, output: str) -> str:
+    """The command behind a written file; for ``--table-only``, the runs found in ``--out`` instead of
+    the default seeds and threads (which did not make them)."""
+    if not args.table_only:
+        return (f"`python tools/check_margins.py --seeds {','.join(map(str, args.seeds))} "
+                f"--threads {' '.join(map(str, args.threads))} {output}`")
+    runs = sorted({m.groups() for f in Path(args.out).glob("*.jsonl")
+                   if (m := re.fullmatch(r"(.+)-s(\d+)-t(\d+)\.jsonl", f.name))})
+    notebooks = sorted({nb for nb, _, _ in runs})
+    listed = "; ".join(f"{nb}: " + ", ".join(f"seed {s} x {t} thread(s)" for n, s, t in runs if n == nb)
+                       for nb in notebooks)
+    return f"`python tools/check_margins.py --table-only {output}` from the runs in `{args.out}` ({listed or 'none'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path)
@@ -226,16 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         args.table.write_text(
             "# Margins of the notebooks' findings\n\n"
-            "Written by `python tools/check_margins.py --seeds "
-            f"{','.join(map(str, args.seeds))} --threads {' '.join(map(str, args.threads))} --table {args.table}` "
+            f"Written by {written_by(args, f'--table {args.table}')} "
             "(FAST mode, an empty model cache per run). *min*/*max*: the measured value over all runs; "
             "*smallest margin*: how far the worst run's tested value (the near end of its interval, where "
             "the check uses one) clears the bound.\n\n" + table)
     if args.verdicts:
         args.verdicts.write_text(
-            "# Verdict sheet\n\nWritten by `python tools/check_margins.py --seeds "
-            f"{','.join(map(str, args.seeds))} --threads {' '.join(map(str, args.threads))} --verdicts "
-            f"{args.verdicts}` (FAST mode, an empty model cache per run): every sentence a notebook printed "
+            f"# Verdict sheet\n\nWritten by {written_by(args, f'--verdicts {args.verdicts}')} "
+            "(FAST mode, an empty model cache per run): every sentence a notebook printed "
             "through `xb.findings.compare` and every validity gate, with the numbers it rests on.\n\n"
             + verdict_sheet(load_verdicts(args.out)))
     fails = [r for r in load_findings(args.out) if r["kind"] == "check" and not r["passed"]]
