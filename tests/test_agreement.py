@@ -241,3 +241,37 @@ def test_score_clustering_gates_against_both_baselines():
     assert one.f1_one_cluster == pytest.approx(2 * 0.94 / 1.94)
     # the artifact name comes from a one-column DataFrame
     assert score_clustering("df", flags.astype(int), pd.DataFrame({"ruler": flags}), quiet=True).artifact == "ruler"
+
+
+def test_score_clustering_family_shares_the_false_pass_rate():
+    from xaibias.analysis.agreement import score_clustering
+
+    flags = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    # a weak clustering: 70 % of each cluster follows the flag
+    rng = np.random.default_rng(3)
+    labels = np.where(rng.random(120) < 0.7, flags, ~flags).astype(int)
+    one = score_clustering("weak", labels, flags, n_boot=2000, n_random=1000, seed=0, quiet=True)
+    default = score_clustering("weak", labels, flags, n_boot=2000, n_random=1000, seed=0, quiet=True, family=1)
+    assert one.f1 == default.f1 and one.f1_random_high == default.f1_random_high and one.quantile == 0.95
+    many = score_clustering("weak", labels, flags, n_boot=2000, n_random=1000, seed=0, quiet=True, family=14)
+    assert many.quantile == pytest.approx(1 - 0.05 / 14)
+    # the wider family: a lower interval end, a higher shuffled baseline, the same point value
+    assert many.f1[0] == one.f1[0] and many.f1[1] < one.f1[1] and many.f1_random_high > one.f1_random_high
+    assert "99.6th percentile" in many.line() and "shuffled F1 (99.6th pct)" in many.row()
+    # the quantile computed another way: the shuffled F1s themselves
+    from xaibias.analysis.agreement import agreement_baselines
+    assert agreement_baselines(labels, {"a": flags}, n_random=1000, seed=0, quantile=0.5).loc["a", "f1_random_high"] \
+        <= many.f1_random_high
+    # under no structure, a 14-gate family passes no more often than single gates (12 independent draws)
+    singles = families = 0
+    for s in range(12):
+        noise = np.random.default_rng(100 + s).integers(0, 2, 120)
+        singles += bool(score_clustering("noise", noise, flags, n_boot=500, n_random=200, seed=s, quiet=True))
+        families += bool(score_clustering("noise", noise, flags, n_boot=1000, n_random=500, seed=s, quiet=True,
+                                          family=14))
+    assert families <= singles and families <= 1
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="family"):
+            score_clustering("x", labels, flags, quiet=True, family=bad)
+    with pytest.raises(ValueError, match="quantile"):
+        agreement_baselines(labels, {"a": flags}, quantile=1.0)
