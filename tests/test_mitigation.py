@@ -61,6 +61,19 @@ def test_resample_makes_class_independent_of_frame(biased):
     assert torch.equal(data.masks["frame"].flatten(1).any(1), torch.from_numpy(fl2.copy()))
 
 
+def test_matched_epochs_give_resample_as_many_steps(biased):
+    from xaibias.mitigation import matched_epochs
+
+    kept, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
+    # what notebooks 06 and 07b computed by hand before issue 26
+    assert matched_epochs("resample", biased, 6, artifacts=["frame", "ruler"], seed=1) == int(round(6 * len(biased) / len(kept)))
+    assert matched_epochs("resample", biased, 6, artifacts=["frame", "ruler"], seed=1) > 6
+    for method in (None, "augment", "rrr", "pclarc"):
+        assert matched_epochs(method, biased, 6, artifacts=["frame"]) == 6
+    with pytest.raises(TypeError, match="strategy"):
+        matched_epochs("resample", biased, 6, strategi="cells")
+
+
 def test_resample_joint_balancing_of_two_artifacts(biased):
     data, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
     lab = data.labels.numpy()

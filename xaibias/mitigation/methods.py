@@ -118,6 +118,7 @@ __all__ = [
     "OPTIONS",
     "fit_or_load",
     "prepare",
+    "matched_epochs",
     "balanced_indices",
     "make_augment",
     "rrr_penalty",
@@ -393,6 +394,31 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
     # attention: the gate's penalty, plus rrr_lrp's with lrp_lam
     return train_set, {"loss_hook": make_rrr_lrp_hook(union, lam=opts["lrp_lam"], composite=opts["composite"],
                                                       attention_lam=opts["lam"])}
+
+
+def matched_epochs(method: str | None, train_set: Any, epochs: int, **options: Any) -> int:
+    """The epochs that give ``method`` as many gradient steps as ``epochs`` of plain training on ``train_set``.
+
+    ``"resample"`` trains on a subset (:func:`prepare`), so an epoch has fewer batches: its epochs
+    are scaled by ``len(train_set) / len(subset)`` and rounded to the nearest int. Every other method
+    (and None, plain training) trains on the full set and keeps ``epochs``. Notebooks 06 and 07b use
+    it so the resampled model is not trained for fewer steps than the others.
+
+    Parameters
+    ----------
+    method : one of :data:`CORRECTIONS`, or None
+    train_set : the training set that :func:`fit_or_load` is given
+    epochs : the epochs of plain training on ``train_set``
+    **options : the method's options (for ``"resample"``, those that choose the subset)
+
+    Returns
+    -------
+    int
+    """
+    if method != "resample":
+        return epochs
+    kept, _ = prepare(method, train_set, **options)
+    return int(round(epochs * len(train_set) / len(kept)))
 
 
 def fit_or_load(name: str, train_set: Any, method: str | None = None, options: dict | None = None,
