@@ -20,9 +20,9 @@ Examples
 >>> gb.predict(R_new, images_new)                                                # doctest: +SKIP
 >>> spray_vs_gebi(R, images, ds.artifacts[["frame"]], ks=(2, 4), random_state=0)  # doctest: +SKIP
 
-:func:`spray_vs_gebi` is the comparison notebook 02 runs once per seed (and
-``tools/spray_vs_gebi_seeds.py`` over any seeds): fit both methods on the same maps, score each
-clustering against the known artifacts, and put the trivial baselines of
+:func:`spray_vs_gebi` is the comparison notebook 02 runs once per seed (over other seeds:
+``python tools/check_margins.py --seeds 0-4 notebooks/02_spray_vs_gebi.ipynb``): fit both methods on
+the same maps, score each clustering against the known artifacts, and put the trivial baselines of
 :func:`xaibias.analysis.agreement_baselines` beside every F1.
 """
 
