@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xaibias.analysis import checker
+from xaibias.analysis import stride_grid
 
 
 def _grid(n=4, size=16, strength=1.0, seed=0):
@@ -15,50 +15,50 @@ def _grid(n=4, size=16, strength=1.0, seed=0):
 
 def test_structureless_share_matches_white_noise():
     R = torch.randn(400, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    share = checker.stride2_share(R)
+    share = stride_grid.stride2_share(R)
     assert share.shape == (400,)
-    assert share.mean().item() == pytest.approx(checker.structureless_share(16), rel=0.15)
-    assert checker.structureless_share(16, 8) == pytest.approx(3 / 127)
+    assert share.mean().item() == pytest.approx(stride_grid.structureless_share(16), rel=0.15)
+    assert stride_grid.structureless_share(16, 8) == pytest.approx(3 / 127)
 
 
 def test_even_grid_puts_its_energy_at_the_stride2_frequencies():
     pure = torch.zeros(1, 8, 8)
     pure[0, ::2, ::2] = 1.0
-    assert checker.stride2_share(pure).item() == pytest.approx(1.0)
-    with_grid = checker.stride2_share(_grid(strength=1.0)).mean()
-    without = checker.stride2_share(_grid(strength=0.0)).mean()
+    assert stride_grid.stride2_share(pure).item() == pytest.approx(1.0)
+    with_grid = stride_grid.stride2_share(_grid(strength=1.0)).mean()
+    without = stride_grid.stride2_share(_grid(strength=0.0)).mean()
     assert with_grid > 20 * without
-    assert with_grid > 10 * checker.structureless_share(16)
+    assert with_grid > 10 * stride_grid.structureless_share(16)
 
 
 def test_stride2_share_is_scale_free_and_ignores_a_constant():
     R = _grid()
-    assert torch.allclose(checker.stride2_share(3 * R + 7), checker.stride2_share(R))
-    assert checker.stride2_share(torch.ones(2, 4, 4)).tolist() == [0.0, 0.0]
+    assert torch.allclose(stride_grid.stride2_share(3 * R + 7), stride_grid.stride2_share(R))
+    assert stride_grid.stride2_share(torch.ones(2, 4, 4)).tolist() == [0.0, 0.0]
 
 
 def test_stride2_share_ignores_sparse_maps_without_a_grid():
     # isolated spikes at random positions: broadband, no fixed grid
     g = torch.Generator().manual_seed(1)
     R = (torch.rand(50, 16, 16, generator=g) > 0.97).double()
-    assert checker.stride2_share(R).mean() < 2 * checker.structureless_share(16)
+    assert stride_grid.stride2_share(R).mean() < 2 * stride_grid.structureless_share(16)
 
 
-def test_sum_2x2_keeps_totals_and_removes_the_pattern():
+def test_cell_means_2x2_keeps_totals_and_removes_the_pattern():
     R = _grid(strength=2.0)
-    S = checker.sum_2x2(R)
+    S = stride_grid.cell_means_2x2(R)
     assert torch.allclose(S.sum((1, 2)), R.sum((1, 2)), atol=1e-5)
-    assert checker.stride2_share(S).abs().max() < 1e-12
-    assert torch.allclose(checker.residual_2x2(R) + S, R)
+    assert stride_grid.stride2_share(S).abs().max() < 1e-12
+    assert torch.allclose(stride_grid.residual_2x2(R) + S, R)
 
 
 def test_phase_means_lift_the_even_phase():
-    pm = checker.phase_means(_grid(strength=2.0))
+    pm = stride_grid.phase_means(_grid(strength=2.0))
     assert pm.shape == (4, 2, 2)
     assert (pm[:, 0, 0] > pm[:, 1, 1] + 0.5).all()
-    flat = checker.phase_means(_grid(strength=0.0))
+    flat = stride_grid.phase_means(_grid(strength=0.0))
     assert (flat.amax((1, 2)) - flat.amin((1, 2)) < 0.2).all()
-    assert checker.phase_means(torch.zeros(1, 4, 4)).abs().sum() == 0
+    assert stride_grid.phase_means(torch.zeros(1, 4, 4)).abs().sum() == 0
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -68,4 +68,4 @@ def test_phase_means_lift_the_even_phase():
 ])
 def test_bad_maps_raise(bad, match):
     with pytest.raises(ValueError, match=match):
-        checker.stride2_share(bad)
+        stride_grid.stride2_share(bad)
