@@ -169,7 +169,7 @@ def test_every_correction_rejects_an_unknown_option(method, lesions, monkeypatch
     monkeypatch.setattr(xb.models, "fit_or_load", no_training)
     name = "small_vgg_attention" if method == "attention" else "small_vgg"
     with pytest.raises(TypeError) as err:
-        xb.mitigation.fit_or_load(name, lesions, method, {"artifacts": ["frame"], BOGUS: 1}, epochs=1)
+        xb.mitigation.fit_or_load_correction(name, lesions, method, {"artifacts": ["frame"], BOGUS: 1}, epochs=1)
     msg = str(err.value)
     assert isinstance(err.value, ValueError)  # what the corrections raised before: callers catching it still do
     assert msg.startswith(f"correction {method!r} does not take the option {BOGUS!r}")

@@ -1,6 +1,6 @@
 """Bias mitigation: ``CORRECTIONS == ("resample", "augment", "rrr", "rrr_lrp", "attention", "pclarc", "aclarc", "rrclarc", "dfr")``.
 
-Train with ``xaibias.mitigation.fit_or_load(name, train_set, method, options, epochs=..., ...)``.
+Train with ``xaibias.mitigation.fit_or_load_correction(name, train_set, method, options, epochs=..., ...)``.
 The first five change the training (``"resample"``: the data, ``"augment"``: every batch,
 ``"rrr"``: the loss, with the input gradient in the artifact masks; ``"rrr_lrp"``: the loss, with
 the LRP relevance in the masks, trained through the map; ``"attention"``: the loss, with the
@@ -31,13 +31,13 @@ from .assess import (
 from .methods import (
     CORRECTIONS,
     attention_penalty,
-    fit_or_load,
+    fit_or_load_correction,
     matched_epochs,
     prepare,
     rrr_lrp_penalty,
     rrr_penalty,
 )
 
-__all__ = ["CORRECTIONS", "fit_or_load", "prepare", "matched_epochs", "rrr_penalty", "rrr_lrp_penalty", "attention_penalty",
+__all__ = ["CORRECTIONS", "fit_or_load_correction", "prepare", "matched_epochs", "rrr_penalty", "rrr_lrp_penalty", "attention_penalty",
            "rule_accuracies", "model_gates", "accuracy_table", "versus_reference", "print_failed", "abs_mean", "outcomes",
            "artifact_effects"]
