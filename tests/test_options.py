@@ -209,9 +209,9 @@ def test_every_estimator_rejects_an_unknown_option(name):
 
 
 def test_estimators_name_the_close_option_and_stay_scikit_learn_estimators():
-    with pytest.raises(TypeError, match=re.escape("SpRAy() does not take the option 'n_component' (did you mean "
-                                                  "'n_components'?)")):
-        xb.analysis.SpRAy(n_clusters=3, n_component=10)
+    with pytest.raises(TypeError, match=re.escape("SpRAy() does not take the option 'n_components' (did you mean "
+                                                  "'relevance_components'?)")):
+        xb.analysis.SpRAy(n_clusters=3, n_components=10)
     with pytest.raises(TypeError, match=re.escape("GEBI() does not take the option 'size'; it takes: n_clusters, ")):
         xb.analysis.GEBI(size=16)
     with pytest.raises(TypeError, match=re.escape("CAV() does not take the option 'lr'; it takes: layer, method")):

@@ -76,7 +76,8 @@ class GEBI(SpectralBase):
     n_neighbors : int
         Neighbours in the kNN graph and votes in :meth:`predict` (default 10).
     relevance_size, image_size : int
-        Side length the maps and the images are area-downsized to (default 32 and 32).
+        Side length the maps and the images are area-downsized to (default 32 and 32); the same
+        ``relevance_*`` settings as :class:`xaibias.analysis.SpRAy`.
     normalize : {"l2", "max", "sum", None}
         Per-map scaling of the relevance (the images are not rescaled per image).
     absolute : bool
@@ -93,7 +94,11 @@ class GEBI(SpectralBase):
     labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_, knn_method_, knn_recall_,
     landmark_indices_, n_landmarks_, landmark_knn_method_
         As in :class:`xaibias.analysis.SpRAy`; ``features_`` holds the weighted concatenation
-        (first ``relevance_components`` columns relevance, then the image part).
+        (the relevance part, then the image part).
+    feature_slices_ : dict of str -> slice
+        Where each part lies in the columns of ``features_``: ``F[:, gb.feature_slices_["relevance"]]``
+        and ``F[:, gb.feature_slices_["images"]]`` (each part has ``*_components`` columns, or fewer
+        when there are fewer maps or dimensions than that).
     """
 
     @checked_init  # an unknown keyword names itself and the parameters below
