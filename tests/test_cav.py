@@ -130,7 +130,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="mismatched lengths: 50 activation rows / images but 49 flags"):
         CAV(None).fit_activations(acts, flags[:49])
     with pytest.raises(ValueError, match="method must be one of"):
-        CAV("relu", method="lda")
+        CAV("relu", method="lda").fit_activations(acts, flags)
     with pytest.raises(RuntimeError, match="not fitted"):
         CAV("relu").score_activations(acts)
     model = _RedModel()
@@ -271,3 +271,39 @@ def test_cav_report_retrieval_and_gates():
     table2, fitted2 = cav_report(model, x, pd.DataFrame({"red": flags}), x, pd.DataFrame({"red": flags}), ["relu"],
                                  methods=["signal", "ridge"], gate=[("relu", "signal")])
     assert table2.loc[("red", "relu", "ridge"), "gate"] == "" and fitted2[("red", "relu", "ridge")]["gate"] is None
+
+
+def test_cav_is_a_scikit_learn_estimator_get_params_and_clone():
+    from sklearn.base import clone
+
+    cav = CAV("relu", method="ridge", random_state=np.int64(3), C=2, alpha=0.5, cv=4, batch_size=16)
+    params = cav.get_params()
+    assert params == {"layer": "relu", "method": "ridge", "random_state": 3, "C": 2, "alpha": 0.5, "cv": 4,
+                      "batch_size": 16}
+    assert type(params["random_state"]) is np.int64 and type(params["C"]) is int   # stored unchanged
+    twin = clone(cav)
+    assert twin is not cav and twin.get_params() == params and not hasattr(twin, "direction_")
+    acts, flags, _ = _planted(n=60)
+    fitted = cav.fit_activations(acts, flags)
+    again = clone(fitted)                                    # clone drops the fitted state
+    assert not hasattr(again, "direction_")
+    np.testing.assert_array_equal(again.fit_activations(acts, flags).direction_, fitted.direction_)
+    assert cav.set_params(method="signal") is cav and cav.method == "signal"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"method": "lda"}, "method must be one of"),
+    ({"C": 0}, "C must be a positive number"),
+    ({"alpha": -1.0}, "alpha must be a positive number"),
+    ({"cv": 1}, "cv must be an int >= 2"),
+    ({"batch_size": 0}, "batch_size must be an int >= 1"),
+    ({"random_state": 1.5}, "random_state must be an int >= 0"),
+    ({"layer": ""}, "layer must be a module name"),
+])
+def test_cav_checks_its_parameters_when_used_not_when_built(bad, match):
+    cav = CAV("relu", **{k: v for k, v in bad.items() if k != "layer"}) if "layer" not in bad else CAV(bad["layer"])
+    acts, flags, _ = _planted(n=40)
+    with pytest.raises(ValueError, match=match):
+        cav.fit_activations(acts, flags)
+    with pytest.raises(ValueError, match=match):
+        cav.activations(_RedModel(), _red_images(n=4)[0])

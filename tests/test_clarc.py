@@ -140,13 +140,13 @@ def lesions():
 
 
 @pytest.mark.parametrize("method", ["pclarc", "aclarc", "rrclarc", "dfr"])
-def test_fit_or_load_corrections(lesions, method):
+def test_fit_or_load_correction_corrections(lesions, method):
     kw = {"epochs": 1, "seed": 0, "progress": False}
-    base = xb.mitigation.fit_or_load("small_vgg", lesions, None, **kw)
+    base = xb.mitigation.fit_or_load_correction("small_vgg", lesions, None, **kw)
     opts = {"artifacts": ["frame", "ruler"]}
     if method in ("aclarc", "rrclarc"):
         opts.update(finetune_epochs=1, layer="features.13")
-    m1 = xb.mitigation.fit_or_load("small_vgg", lesions, method, opts, **kw)
+    m1 = xb.mitigation.fit_or_load_correction("small_vgg", lesions, method, opts, **kw)
     assert m1.xaibias_correction["method"] == method
     b, s = base.state_dict(), m1.state_dict()
     changed = {k for k in b if not torch.equal(b[k], s[k])}
@@ -157,17 +157,17 @@ def test_fit_or_load_corrections(lesions, method):
     else:  # fine-tuned above the CAV layer only (batch-norm counters aside)
         assert changed and all(k.startswith(("features.14", "features.15", "classifier")) or
                                k.endswith("num_batches_tracked") for k in changed)
-    m2 = xb.mitigation.fit_or_load("small_vgg", lesions, method, opts, **kw)  # from the cache (or rebuilt)
+    m2 = xb.mitigation.fit_or_load_correction("small_vgg", lesions, method, opts, **kw)  # from the cache (or rebuilt)
     assert all(torch.equal(v, m2.state_dict()[k]) for k, v in s.items())
 
 
 def test_correction_errors(lesions):
     with pytest.raises(TypeError, match=r"correction 'rrclarc' does not take the option 'lamda' \(did you mean 'lam'\?\)"):
-        xb.mitigation.fit_or_load("small_vgg", lesions, "rrclarc", {"lamda": 1.0}, epochs=1)
+        xb.mitigation.fit_or_load_correction("small_vgg", lesions, "rrclarc", {"lamda": 1.0}, epochs=1)
     with pytest.raises(ValueError, match="has no prepare step"):
         xb.mitigation.prepare("dfr", lesions)
     with pytest.raises(ValueError, match=r"artifacts must be distinct names from \['frame'"):
-        xb.mitigation.fit_or_load("small_vgg", lesions, "dfr", {"artifacts": ["dark_corner"]}, epochs=1)
+        xb.mitigation.fit_or_load_correction("small_vgg", lesions, "dfr", {"artifacts": ["dark_corner"]}, epochs=1)
     data = lesions.images, lesions.labels  # trains, but a correction needs the artifact flags
     with pytest.raises(ValueError, match="needs a dataset with .images, .labels and .artifacts; got tuple"):
-        xb.mitigation.fit_or_load("small_vgg", data, "pclarc", {}, epochs=1, progress=False)
+        xb.mitigation.fit_or_load_correction("small_vgg", data, "pclarc", {}, epochs=1, progress=False)

@@ -86,9 +86,22 @@ def test_gebi_sees_image_structure_that_spray_cannot():
 def test_gebi_with_zero_image_weight_equals_spray_on_same_reduction():
     R, y = planted_maps(200, 4, seed=5)
     images = torch.rand(200, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    spray = SpRAy(n_clusters=4, n_components=20, random_state=0).fit(R)
+    spray = SpRAy(n_clusters=4, relevance_components=20, random_state=0).fit(R)
     gebi = GEBI(n_clusters=4, image_weight=0.0, relevance_components=20, random_state=0).fit(R, images)
     np.testing.assert_array_equal(spray.labels_, gebi.labels_)
+
+
+def test_feature_slices_say_where_each_part_lies():
+    R, images, _ = image_only_structure(n=200)
+    gebi = GEBI(n_clusters=3, relevance_components=10, image_components=6, random_state=0).fit(R, images)
+    assert gebi.feature_slices_ == {"relevance": slice(0, 10), "images": slice(10, 16)}
+    spray = SpRAy(n_clusters=3, relevance_components=10, random_state=0).fit(R)
+    assert spray.feature_slices_ == {"relevance": slice(0, 10)}
+    # fewer maps than components: no PCA, each part keeps its own width, which the total does not tell
+    small = GEBI(n_clusters=2, n_neighbors=3, random_state=0).fit(R[:12], images[:12])
+    rel, img = small.feature_slices_["relevance"], small.feature_slices_["images"]
+    assert rel.start == 0 and rel.stop == img.start and img.stop == small.features_.shape[1]
+    assert rel.stop == small.relevance_size ** 2 != small.features_.shape[1] // 2
 
 
 def test_gebi_weights_set_variance_share_of_each_part():

@@ -71,11 +71,11 @@ def test_chunked_h5_input_gives_the_in_memory_labels(tmp_path, small_chunks):
 def test_chunked_input_above_the_pca_sample_size_matches_in_memory(tmp_path, small_chunks):
     # N > 5,000: the PCA basis comes from a sample, read row-range by row-range from the file
     R, _, y = planted(5200, size=12, noise=0.5)
-    mem = SpRAy(n_clusters=4, n_components=10, random_state=0).fit(R)
+    mem = SpRAy(n_clusters=4, relevance_components=10, random_state=0).fit(R)
     # a numpy memmap is read in chunks too (100 KB chunks: 180 maps of 12 x 12)
     mm = np.lib.format.open_memmap(tmp_path / "r.npy", mode="w+", dtype=np.float32, shape=tuple(R.shape))
     mm[:] = R.numpy()
-    ext = SpRAy(n_clusters=4, n_components=10, random_state=0).fit(mm)
+    ext = SpRAy(n_clusters=4, relevance_components=10, random_state=0).fit(mm)
     np.testing.assert_array_equal(ext.labels_, mem.labels_)
     np.testing.assert_allclose(ext.features_, mem.features_, atol=1e-5)
     assert adjusted_rand_score(y, ext.labels_) == pytest.approx(1.0)

@@ -61,6 +61,19 @@ def test_resample_makes_class_independent_of_frame(biased):
     assert torch.equal(data.masks["frame"].flatten(1).any(1), torch.from_numpy(fl2.copy()))
 
 
+def test_matched_epochs_give_resample_as_many_steps(biased):
+    from xaibias.mitigation import matched_epochs
+
+    kept, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
+    # what notebooks 06 and 07b computed by hand before issue 26
+    assert matched_epochs("resample", biased, 6, artifacts=["frame", "ruler"], seed=1) == int(round(6 * len(biased) / len(kept)))
+    assert matched_epochs("resample", biased, 6, artifacts=["frame", "ruler"], seed=1) > 6
+    for method in (None, "augment", "rrr", "pclarc"):
+        assert matched_epochs(method, biased, 6, artifacts=["frame"]) == 6
+    with pytest.raises(TypeError, match="strategy"):
+        matched_epochs("resample", biased, 6, strategi="cells")
+
+
 def test_resample_joint_balancing_of_two_artifacts(biased):
     data, _ = prepare("resample", biased, artifacts=["frame", "ruler"], seed=1)
     lab = data.labels.numpy()
@@ -243,8 +256,8 @@ def test_rrr_prepare_uses_dataset_masks(biased):
     assert hook(model, biased.images[idx], biased.labels[idx], idx).item() == 0.0
 
 
-def test_fit_or_load_trains_on_what_prepare_returns(biased, monkeypatch):
-    # mitigation.fit_or_load must hand models.train exactly the prepared data and hooks: the resampled
+def test_fit_or_load_correction_trains_on_what_prepare_returns(biased, monkeypatch):
+    # mitigation.fit_or_load_correction must hand models.train exactly the prepared data and hooks: the resampled
     # subset (class independent of the frame), the augment callable, the rrr loss hook on the masks
     small = biased.subset(np.arange(120))
     seen = {}
@@ -254,39 +267,39 @@ def test_fit_or_load_trains_on_what_prepare_returns(biased, monkeypatch):
         return model
 
     monkeypatch.setattr(xb.models, "train", fake_train)
-    xb.mitigation.fit_or_load("small_vgg", small, "resample", {"artifacts": ["frame"]}, epochs=1, cache=False,
-                              progress=False, device="cpu")
+    xb.mitigation.fit_or_load_correction("small_vgg", small, "resample", {"artifacts": ["frame"]}, epochs=1, cache=False,
+                                         progress=False, device="cpu")
     expected, _ = prepare("resample", small, artifacts=["frame"])
     assert torch.equal(seen["data"].labels, expected.labels) and len(seen["data"]) < len(small)
     assert "augment" not in seen["kw"] and "loss_hook" not in seen["kw"]
 
-    xb.mitigation.fit_or_load("small_vgg", small, "augment", {"p": 0.5}, epochs=1, cache=False, progress=False)
+    xb.mitigation.fit_or_load_correction("small_vgg", small, "augment", {"p": 0.5}, epochs=1, cache=False, progress=False)
     assert seen["data"] is small and seen["kw"]["augment"].class_probs is not None
 
-    xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 3.0}, epochs=1, cache=False, progress=False)
+    xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", {"lam": 3.0}, epochs=1, cache=False, progress=False)
     hook = seen["kw"]["loss_hook"]
     assert seen["data"] is small and hook.lam == 3.0
     framed = np.flatnonzero(small.artifacts["frame"].to_numpy())[:4]
     idx = torch.from_numpy(framed)
     assert hook(xb.models.make_model("small_vgg"), small.images[idx], small.labels[idx], idx).item() > 0
 
-    xb.mitigation.fit_or_load("small_vgg", small, None, epochs=1, cache=False, progress=False)
+    xb.mitigation.fit_or_load_correction("small_vgg", small, None, epochs=1, cache=False, progress=False)
     assert "loss_hook" not in seen["kw"] and "augment" not in seen["kw"]
     with pytest.raises(ValueError, match="without a method"):
-        xb.mitigation.fit_or_load("small_vgg", small, None, {"lam": 1.0}, epochs=1)
-    with pytest.raises(ValueError, match="hooks_key= is set by mitigation.fit_or_load"):
-        xb.mitigation.fit_or_load("small_vgg", small, "rrr", hooks_key="x", epochs=1)
+        xb.mitigation.fit_or_load_correction("small_vgg", small, None, {"lam": 1.0}, epochs=1)
+    with pytest.raises(ValueError, match="hooks_key= is set by mitigation.fit_or_load_correction"):
+        xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", hooks_key="x", epochs=1)
 
 
-def test_fit_or_load_caches_per_correction(biased):
+def test_fit_or_load_correction_caches_per_correction(biased):
     # one cache entry per correction and options; the same call again loads instead of training
     small = biased.subset(np.arange(64))
     kw = dict(epochs=1, batch_size=16, progress=False, device="cpu")
     folder = xb.config.cache_dir("models")
     before = set(folder.glob("small_vgg-*.pt"))
-    a = xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
-    b = xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
-    xb.mitigation.fit_or_load("small_vgg", small, "rrr", {"lam": 2.0}, **kw)
+    a = xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
+    b = xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", {"lam": 1.0}, **kw)
+    xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", {"lam": 2.0}, **kw)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert len(set(folder.glob("small_vgg-*.pt")) - before) == 2
 
@@ -475,12 +488,12 @@ def test_attention_training_closes_the_gate_on_the_frame(biased):
         m = small.masks["frame"][framed].float()
         return ((att * m).flatten(1).sum(1) / m.flatten(1).sum(1)).mean().item()
 
-    plain = xb.mitigation.fit_or_load("small_vgg_attention", small, None, **kw)
-    closed = xb.mitigation.fit_or_load("small_vgg_attention", small, "attention", {"lam": 10.0}, **kw)
+    plain = xb.mitigation.fit_or_load_correction("small_vgg_attention", small, None, **kw)
+    closed = xb.mitigation.fit_or_load_correction("small_vgg_attention", small, "attention", {"lam": 10.0}, **kw)
     assert gate_on_frame(closed) < gate_on_frame(plain) - 0.2
     with pytest.raises(ValueError, match="needs a model with an attention gate, e.g. 'small_vgg_attention'; "
                                          "'small_vgg' has none"):
-        xb.mitigation.fit_or_load("small_vgg", small, "attention", **kw)
+        xb.mitigation.fit_or_load_correction("small_vgg", small, "attention", **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -546,9 +559,9 @@ def test_bad_inputs_give_clear_errors(biased):
                         engine=xb.explain.prepare_lrp(_tiny()))
     with pytest.raises(ValueError, match="needs a model with an attention"):
         attention_penalty(CentreOnly(), torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool))
-    # through fit_or_load the same messages reach the user
+    # through fit_or_load_correction the same messages reach the user
     with pytest.raises(ValueError, match="unknown mitigation"):
-        xb.mitigation.fit_or_load("small_vgg", biased, "nope", epochs=1, cache=False, progress=False)
+        xb.mitigation.fit_or_load_correction("small_vgg", biased, "nope", epochs=1, cache=False, progress=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -573,7 +586,7 @@ def test_rrr_penalty_per_image_sums_to_the_batch_penalty(biased):
 def test_warm_start_fine_tunes_the_cached_baseline(biased, monkeypatch):
     small = biased.subset(np.arange(64))
     kw = dict(epochs=1, batch_size=16, progress=False, device="cpu", seed=4)
-    base = xb.mitigation.fit_or_load("small_vgg", small, None, **kw)
+    base = xb.mitigation.fit_or_load_correction("small_vgg", small, None, **kw)
     seen = {}
     real_train = xb.models.train
 
@@ -584,14 +597,14 @@ def test_warm_start_fine_tunes_the_cached_baseline(biased, monkeypatch):
 
     monkeypatch.setattr(xb.models, "train", spy)
     opts = {"lam": 5.0, "warm_start": True, "finetune_epochs": 2, "finetune_lr": 3e-4}
-    warm = xb.mitigation.fit_or_load("small_vgg", small, "rrr", opts, **kw)
+    warm = xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", opts, **kw)
     # the fine-tuning started from the baseline's weights, with the penalty hook and the fine-tuning settings
     assert all(torch.equal(seen["start"][n], v) for n, v in base.state_dict().items())
     assert seen["kw"]["epochs"] == 2 and seen["kw"]["lr"] == 3e-4 and seen["kw"]["loss_hook"].lam == 5.0
     assert any(not torch.equal(v, warm.state_dict()[n]) for n, v in base.state_dict().items())
     # the second call loads it from the cache without training
     seen.clear()
-    again = xb.mitigation.fit_or_load("small_vgg", small, "rrr", opts, **kw)
+    again = xb.mitigation.fit_or_load_correction("small_vgg", small, "rrr", opts, **kw)
     assert not seen and all(torch.equal(v, again.state_dict()[n]) for n, v in warm.state_dict().items())
     with pytest.raises(ValueError, match="finetune_epochs must be an int >= 1"):
         prepare("rrr", small, warm_start=True, finetune_epochs=0)

@@ -169,7 +169,7 @@ def test_every_correction_rejects_an_unknown_option(method, lesions, monkeypatch
     monkeypatch.setattr(xb.models, "fit_or_load", no_training)
     name = "small_vgg_attention" if method == "attention" else "small_vgg"
     with pytest.raises(TypeError) as err:
-        xb.mitigation.fit_or_load(name, lesions, method, {"artifacts": ["frame"], BOGUS: 1}, epochs=1)
+        xb.mitigation.fit_or_load_correction(name, lesions, method, {"artifacts": ["frame"], BOGUS: 1}, epochs=1)
     msg = str(err.value)
     assert isinstance(err.value, ValueError)  # what the corrections raised before: callers catching it still do
     assert msg.startswith(f"correction {method!r} does not take the option {BOGUS!r}")
@@ -209,9 +209,9 @@ def test_every_estimator_rejects_an_unknown_option(name):
 
 
 def test_estimators_name_the_close_option_and_stay_scikit_learn_estimators():
-    with pytest.raises(TypeError, match=re.escape("SpRAy() does not take the option 'n_component' (did you mean "
-                                                  "'n_components'?)")):
-        xb.analysis.SpRAy(n_clusters=3, n_component=10)
+    with pytest.raises(TypeError, match=re.escape("SpRAy() does not take the option 'n_components' (did you mean "
+                                                  "'relevance_components'?)")):
+        xb.analysis.SpRAy(n_clusters=3, n_components=10)
     with pytest.raises(TypeError, match=re.escape("GEBI() does not take the option 'size'; it takes: n_clusters, ")):
         xb.analysis.GEBI(size=16)
     with pytest.raises(TypeError, match=re.escape("CAV() does not take the option 'lr'; it takes: layer, method")):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xaibias import teaching
-from xaibias.analysis import checker as chk
+from xaibias.analysis import stride_grid
 from xaibias.explain import reference as ref
 
 NOT_ANSWERED = "Not answered yet"
@@ -194,7 +194,7 @@ def test_bias_absorbed(capsys, toy):
 def test_stride2_share(capsys):
     g = torch.Generator().manual_seed(0)
     R = torch.rand(16, 16, generator=g, dtype=torch.float64) + 0.5 * (torch.arange(16) % 2)[None, :]
-    right = float(chk.stride2_share(R[None])[0])
+    right = float(stride_grid.stride2_share(R[None])[0])
     P = torch.fft.fft2(R - R.mean()).abs() ** 2
     assert right == pytest.approx(float((P[0, 8] + P[8, 0] + P[8, 8]) / P.sum()))
     assert_right(capsys, teaching.check_stride2_share, right, R)

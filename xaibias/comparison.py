@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from . import config
-from .analysis.stats import bootstrap_ci
+from .analysis.stats import bootstrap_ci, ratio_ci
 
 __all__ = ["WORDS", "Estimate", "estimate", "Comparison", "compare", "as_estimate", "as_samples", "to_number",
            "run_context", "record"]
@@ -294,18 +294,17 @@ def compare(
                          "A single number has no interval to compare")
     if paired and (sa is None or sb is None):
         raise ValueError(f"{name}: paired=True needs samples of the same units on both sides")
-    if ratio:
-        def eff(x, y):
-            return stat(x) / stat(y)
-    else:
-        def eff(x, y):
-            return stat(x) - stat(y)
     if sa is not None and sb is not None:
         if paired and sa.size != sb.size:
             raise ValueError(f"{name}: paired samples must have the same length; got {sa.size} and {sb.size}")
         if ratio and stat(sb) == 0:
             raise ValueError(f"{name}: the ratio's baseline {b_label} is 0")
-        value, low, high = bootstrap_ci(sa, sb, statistic=eff, n_boot=n_boot, level=level, seed=seed, paired=paired)
+        if ratio:
+            value, low, high = ratio_ci(sa, sb, paired=paired, numerator=stat, denominator=stat, n_boot=n_boot,
+                                        level=level, seed=seed)
+        else:
+            value, low, high = bootstrap_ci(sa, sb, statistic=lambda x, y: stat(x) - stat(y), n_boot=n_boot,
+                                            level=level, seed=seed, paired=paired)
         ea = Estimate(*bootstrap_ci(sa, statistic=stat, n_boot=n_boot, level=level, seed=seed), n=sa.size)
         eb = Estimate(*bootstrap_ci(sb, statistic=stat, n_boot=n_boot, level=level, seed=seed), n=sb.size)
         bside: Estimate | float = eb

@@ -219,7 +219,7 @@ def fit_or_load(
     without ``hooks_key``, disables caching.
 
     ``train_hooks`` are extra keyword arguments of :func:`train` (``augment=``, ``loss_hook=``)
-    prepared by other code, for example :func:`xaibias.mitigation.fit_or_load`, which trains with a
+    prepared by other code, for example :func:`xaibias.mitigation.fit_or_load_correction`, which trains with a
     bias correction through this function; ``hooks_key`` describes them (method, options, code).
 
     Returns the model in eval mode on ``device`` (default :func:`xaibias.config.device`).

@@ -20,7 +20,7 @@ from .report import bias_report
 from .robustness import robustness_table
 from .saliency import global_saliency, global_table, mean_saliency, peak_saliency, saliency_table, zscore
 from .spray import SpRAy
-from .stats import bootstrap_ci
+from .stats import bootstrap_ci, ratio_ci
 from .variance import (
     compare_interclass_variance,
     interclass_variance,
@@ -37,5 +37,5 @@ __all__ = [
     "response_rate_accuracy", "aurrac", "rrac_kendall_tau", "saliency_table", "global_table",
     "variance_table", "failure_table", "ablation_table",
     "relevance_mass_accuracy", "relevance_rank_accuracy", "aopc", "enlarge_masks", "welch_table",
-    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci", "CAV", "cav_retrieval", "group_accuracy",
+    "robustness_table", "bias_report", "write_virelay_project", "bootstrap_ci", "ratio_ci", "CAV", "cav_retrieval", "group_accuracy",
 ]

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._checks import as_images, describe, model_device
@@ -161,8 +162,11 @@ def _ap(scores: np.ndarray, flags: np.ndarray) -> float:
 # the estimator
 
 
-class CAV:
+class CAV(BaseEstimator):
     """A concept activation vector at one layer of a model (scikit-learn style estimator).
+
+    As in scikit-learn, the constructor only stores its parameters (so ``get_params`` and
+    ``sklearn.base.clone`` work); they are checked when the CAV is used (``fit``, ``activations``).
 
     Parameters
     ----------
@@ -209,23 +213,28 @@ class CAV:
     @checked_init  # an unknown keyword names itself and the parameters below
     def __init__(self, layer: str | None, method: str = "signal", random_state: int = 0, C: float = 1.0,
                  alpha: float = 1.0, cv: int = 5, batch_size: int = 128) -> None:
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
-        if layer is not None and (not isinstance(layer, str) or not layer):
-            raise ValueError(f"layer must be a module name (str) or None for fit_activations only; got {layer!r}")
-        for name, v in (("C", C), ("alpha", alpha)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
-                raise ValueError(f"{name} must be a positive number; got {v!r}")
-        for name, v, lo in (("cv", cv, 2), ("batch_size", batch_size, 1), ("random_state", random_state, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
         self.layer = layer
         self.method = method
-        self.random_state = int(random_state)
-        self.C = float(C)
-        self.alpha = float(alpha)
-        self.cv = int(cv)
-        self.batch_size = int(batch_size)
+        self.random_state = random_state
+        self.C = C
+        self.alpha = alpha
+        self.cv = cv
+        self.batch_size = batch_size
+
+    def _check_params(self) -> None:
+        """Raise a ValueError naming the first parameter that is out of range (called by every use)."""
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}; got {self.method!r}")
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
+            raise ValueError(f"layer must be a module name (str) or None for fit_activations only; got {self.layer!r}")
+        for name in ("C", "alpha"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+                raise ValueError(f"{name} must be a positive number; got {v!r}")
+        for name, lo in (("cv", 2), ("batch_size", 1), ("random_state", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
 
     def __repr__(self) -> str:
         return f"CAV(layer={self.layer!r}, method={self.method!r}, random_state={self.random_state})"
@@ -242,11 +251,12 @@ class CAV:
         Runs the model in eval mode without gradients, ``batch_size`` images at a time; returns a
         float CPU tensor.
         """
+        self._check_params()
         module = find_layer(model, self._need_layer())
         x = as_images(images)
         out = []
         with _eval(model) as dev, torch.no_grad(), capture_output(module) as store:
-            for b in x.split(self.batch_size):
+            for b in x.split(int(self.batch_size)):
                 model(b.to(dev))
                 a = store["a"]
                 out.append((_pool(a) if pooled else a).float().cpu())
@@ -263,11 +273,11 @@ class CAV:
             if self.method == "svm":
                 from sklearn.svm import LinearSVC
 
-                clf = LinearSVC(C=self.C, random_state=self.random_state, dual="auto", max_iter=5000)
+                clf = LinearSVC(C=float(self.C), random_state=int(self.random_state), dual="auto", max_iter=5000)
             else:
                 from sklearn.linear_model import RidgeClassifier
 
-                clf = RidgeClassifier(alpha=self.alpha)
+                clf = RidgeClassifier(alpha=float(self.alpha))
             clf.fit(z, f)
             w = clf.coef_.reshape(-1) / sd  # the same linear function of the raw activations
         norm = float(np.linalg.norm(w))
@@ -287,6 +297,7 @@ class CAV:
         with and without the concept *of the same group*). ``mean_concept_``/``mean_clean_`` stay
         the plain means.
         """
+        self._check_params()
         a = _check_acts(acts)
         f = _check_flags(flags, n=len(a))
         raw = a
@@ -299,10 +310,10 @@ class CAV:
                 a[g == k] -= a[g == k].mean(0)
         from sklearn.model_selection import StratifiedKFold
 
-        k = max(2, min(self.cv, int(f.sum()), int((~f).sum())))
+        k = max(2, min(int(self.cv), int(f.sum()), int((~f).sum())))
         oof = np.empty(len(a))
         if min(int(f.sum()), int((~f).sum())) >= 2:
-            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=int(self.random_state))
             for tr, te in folds.split(a, f):
                 oof[te] = a[te] @ self._direction(a[tr], f[tr])
             self.auroc_, self.ap_ = _auroc(oof, f), _ap(oof, f)
@@ -320,6 +331,7 @@ class CAV:
     def fit(self, model: nn.Module, images: Any, flags: Any, groups: Any = None) -> CAV:
         """Fit on the pooled activations of ``layer`` for ``images`` with bool concept ``flags`` (N,)
         (``groups``: see :meth:`fit_activations`)."""
+        self._check_params()
         x = as_images(images)
         _check_flags(flags, n=len(x))
         return self.fit_activations(self.activations(model, x), flags, groups=groups)
@@ -399,8 +411,9 @@ class CAV:
         x = as_images(images)
         out = []
         with _eval(model) as dev, capture_output(module) as store:
-            for s in range(0, len(x), self.batch_size):
-                b = x[s : s + self.batch_size].to(dev)
+            step = int(self.batch_size)
+            for s in range(0, len(x), step):
+                b = x[s : s + step].to(dev)
                 with torch.enable_grad():
                     logits = model(b)
                     t = resolve_target(target if isinstance(target, int) else torch.as_tensor(target)[s : s + len(b)],

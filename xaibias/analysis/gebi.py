@@ -20,9 +20,9 @@ Examples
 >>> gb.predict(R_new, images_new)                                                # doctest: +SKIP
 >>> spray_vs_gebi(R, images, ds.artifacts[["frame"]], ks=(2, 4), random_state=0)  # doctest: +SKIP
 
-:func:`spray_vs_gebi` is the comparison notebook 02 runs once per seed (and
-``tools/spray_vs_gebi_seeds.py`` over any seeds): fit both methods on the same maps, score each
-clustering against the known artifacts, and put the trivial baselines of
+:func:`spray_vs_gebi` is the comparison notebook 02 runs once per seed (over other seeds:
+``python tools/check_margins.py --seeds 0-4 notebooks/02_spray_vs_gebi.ipynb``): fit both methods on
+the same maps, score each clustering against the known artifacts, and put the trivial baselines of
 :func:`xaibias.analysis.agreement_baselines` beside every F1.
 """
 
@@ -76,7 +76,8 @@ class GEBI(SpectralBase):
     n_neighbors : int
         Neighbours in the kNN graph and votes in :meth:`predict` (default 10).
     relevance_size, image_size : int
-        Side length the maps and the images are area-downsized to (default 32 and 32).
+        Side length the maps and the images are area-downsized to (default 32 and 32); the same
+        ``relevance_*`` settings as :class:`xaibias.analysis.SpRAy`.
     normalize : {"l2", "max", "sum", None}
         Per-map scaling of the relevance (the images are not rescaled per image).
     absolute : bool
@@ -93,7 +94,11 @@ class GEBI(SpectralBase):
     labels_, eigenvalues_, embedding_, embedding_2d_, n_clusters_, features_, affinity_, knn_method_, knn_recall_,
     landmark_indices_, n_landmarks_, landmark_knn_method_
         As in :class:`xaibias.analysis.SpRAy`; ``features_`` holds the weighted concatenation
-        (first ``relevance_components`` columns relevance, then the image part).
+        (the relevance part, then the image part).
+    feature_slices_ : dict of str -> slice
+        Where each part lies in the columns of ``features_``: ``F[:, gb.feature_slices_["relevance"]]``
+        and ``F[:, gb.feature_slices_["images"]]`` (each part has ``*_components`` columns, or fewer
+        when there are fewer maps or dimensions than that).
     """
 
     @checked_init  # an unknown keyword names itself and the parameters below

@@ -235,7 +235,7 @@ def insertion_ratio(
     ``reference`` (``mean_abs_change_pp``), so a reference that moves scores both ways is not
     credited with cancelling itself. Each artifact's images are those it was inserted into (rows
     with ``skipped`` False) of class ``true_class``; the two samples are resampled independently
-    (percentile bootstrap over images, :func:`xaibias.analysis.bootstrap_ci`).
+    (percentile bootstrap over images, :func:`xaibias.analysis.ratio_ci`).
 
     Parameters
     ----------
@@ -252,7 +252,7 @@ def insertion_ratio(
     -------
     (value, low, high) : tuple of float
     """
-    from .stats import bootstrap_ci
+    from .stats import ratio_ci
 
     need = {"artifact", "true_class", "change_pp", "skipped"}
     if not isinstance(per_image, pd.DataFrame) or not need <= set(per_image.columns):
@@ -272,8 +272,5 @@ def insertion_ratio(
         samples.append(rows["change_pp"].to_numpy(dtype=float))
     if np.abs(samples[1]).mean() == 0:
         raise ValueError(f"{reference!r} changed no score at all; the ratio {artifact!r} / {reference!r} is undefined")
-
-    def ratio(a: np.ndarray, b: np.ndarray) -> float:
-        return float(a.mean() / max(np.abs(b).mean(), 1e-12))
-
-    return bootstrap_ci(samples[0], samples[1], statistic=ratio, n_boot=n_boot, level=level, seed=seed)
+    return ratio_ci(samples[0], samples[1], denominator=lambda b: max(np.abs(b).mean(), 1e-12),
+                    n_boot=n_boot, level=level, seed=seed)

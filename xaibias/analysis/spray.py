@@ -8,7 +8,7 @@ embedding gives the clusters. Large gaps between consecutive Laplacian eigenvalu
 hint at the number of well separated strategies, which :meth:`SpRAy.suggest_n_clusters` turns into
 a number (neither CoRelAy nor ViRelAy picks it automatically).
 
-The pipeline is built to scale: the maps are reduced to ``n_components`` principal components
+The pipeline is built to scale: the maps are reduced to ``relevance_components`` principal components
 (fitted on at most 5,000 of them) before the neighbour search, the affinity and Laplacian are
 ``scipy.sparse`` matrices with about ``N * n_neighbors`` entries, and the eigenvectors come from
 ARPACK (:func:`scipy.sparse.linalg.eigsh`). Nothing of size N x N is ever formed, except a dense
@@ -27,7 +27,7 @@ At archive scale (issue 19; numbers in benchmarks/README.md, clustering section)
   or any array-like with ``.shape`` that slices along axis 0. It is read in chunks of about 64 MB
   (:mod:`xaibias.analysis._chunked`); the PCA basis is fitted on the same seeded sample of 5,000 maps
   the in-memory path uses, then every chunk is downsized, normalised and projected, so only the
-  reduced features (N x ``n_components``) are held. Labels equal those of in-memory input.
+  reduced features (N x ``relevance_components``) are held. Labels equal those of in-memory input.
   Sample-based PCA was kept over :class:`~sklearn.decomposition.IncrementalPCA` because it reads the
   file once (plus the sample) where IncrementalPCA needs a fitting pass and a transform pass, and it
   keeps the in-memory results.
@@ -201,10 +201,14 @@ class SpectralBase(BaseEstimator):
 
     # ------------------------------------------------------------------ features
     def _features(self, inputs: dict[str, torch.Tensor], fit: bool) -> np.ndarray:
-        blocks = []
+        blocks, slices, start = [], {}, 0
         for key, reducer, weight in self._parts():
             Z = reducer.fit_transform(inputs[key]) if fit else reducer.transform(inputs[key])
             blocks.append(Z * np.float32(weight))
+            slices[key] = slice(start, start + Z.shape[1])
+            start += Z.shape[1]
+        if fit:
+            self.feature_slices_ = slices
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
     def transform(self, relevance: Any, images: Any = None) -> np.ndarray:
@@ -470,8 +474,8 @@ class SpRAy(SpectralBase):
     n_neighbors : int
         Neighbours per map in the kNN graph (default 10, as in CoRelAy's ``SparseKNN``). Also the
         number of votes in :meth:`predict`.
-    size : int
-        Maps are area-downsized to ``size`` x ``size`` (default 32).
+    relevance_size : int
+        Maps are area-downsized to ``relevance_size`` x ``relevance_size`` (default 32).
     normalize : {"l2", "max", "sum", None}
         Per-map scaling after downsizing: unit L2 norm (default; Euclidean distance then ranks
         like cosine similarity), max |R| = 1, sum |R| = 1, or none.
@@ -480,7 +484,7 @@ class SpRAy(SpectralBase):
     reduction : {"pca", "isomap", "none"}
         Reduction before the neighbour search. PCA (default) keeps distances nearly unchanged and
         makes the search fast; Isomap builds dense N x N geodesic distances (small N only).
-    n_components : int
+    relevance_components : int
         Components kept by the reduction (default 50; skipped when the maps have fewer dimensions).
     n_eigenvalues : int
         Laplacian eigenpairs computed (default 32, capped at N-1): the spectral embedding and the
@@ -522,6 +526,9 @@ class SpRAy(SpectralBase):
         Number of clusters used (resolved from "auto").
     features_ : np.ndarray (N, d)
         Reduced feature vectors the graph was built on.
+    feature_slices_ : dict of str -> slice
+        Where each part lies in the columns of ``features_``: ``{"relevance": slice(0, d)}`` here;
+        GEBI adds ``"images"`` after the relevance block.
     affinity_ : scipy.sparse.csr_matrix (N, N)
         Symmetric kNN affinity.
     knn_method_ : str
@@ -540,18 +547,18 @@ class SpRAy(SpectralBase):
     """
 
     @checked_init  # an unknown keyword names itself and the parameters below
-    def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, size: int = 32,
+    def __init__(self, n_clusters: int | str = 4, *, n_neighbors: int = 10, relevance_size: int = 32,
                  normalize: str | None = "l2", absolute: bool = False, reduction: str = "pca",
-                 n_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",
+                 relevance_components: int = 50, n_eigenvalues: int = 32, affinity: str = "connectivity",
                  embedding_2d: str | None = "spectral", n_init: int = 10, random_state: int | None = 0,
                  neighbors: str = "auto", large_n: int = APPROX_MIN_N, landmarks: int | str | None = "auto") -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
-        self.size = size
+        self.relevance_size = relevance_size
         self.normalize = normalize
         self.absolute = absolute
         self.reduction = reduction
-        self.n_components = n_components
+        self.relevance_components = relevance_components
         self.n_eigenvalues = n_eigenvalues
         self.affinity = affinity
         self.embedding_2d = embedding_2d
@@ -563,8 +570,8 @@ class SpRAy(SpectralBase):
 
     def _parts(self) -> list[tuple[str, Reducer, float]]:
         if not hasattr(self, "_reducers"):
-            self._reducers = {"relevance": Reducer("relevance", self.size, self.normalize, self.absolute,
-                                                    self.reduction, self.n_components, self.random_state)}
+            self._reducers = {"relevance": Reducer("relevance", self.relevance_size, self.normalize, self.absolute,
+                                                    self.reduction, self.relevance_components, self.random_state)}
         return [("relevance", self._reducers["relevance"], 1.0)]
 
     def _inputs(self, relevance: Any, images: Any, fitting: bool) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ was found and what was expected; nothing here writes under ``--out``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,9 @@ import pandas as pd
 import torch
 
 from .. import config
-from .._cache import content_hash
-from ..data.annotations import ANNOTATION_COLUMNS, ANNOTATION_TO_ARTIFACT, load_artifact_annotations
+from ..data.folder import FolderDataset
 from ..data.groundtruth import detect_layout
-from ..data.images import IMAGE_EXTENSIONS, load_isic_image
-from ..data.table import ImageTable
+from ..data.images import IMAGE_EXTENSIONS
 
 __all__ = ["AuditError", "AuditData", "load_data", "data_facts", "target_index", "DEMO_BIAS"]
 
@@ -59,83 +56,7 @@ class AuditData:
 
 
 # --------------------------------------------------------------------------------------------------
-# a plain class_name/*.jpg tree
-
-
-class FolderDataset(ImageTable):
-    """Lazy dataset over ``root/<class name>/*.jpg|png`` (classes sorted by name).
-
-    Images are decoded and resized one at a time with :func:`xaibias.data.images.load_isic_image`;
-    ``annotations`` (a Bissoto et al. CSV) adds ``.artifacts`` by file stem, keeping only annotated
-    images, as :class:`xaibias.data.ISICDataset` does.
-    """
-
-    def __init__(self, root: Path, size: int, annotations: Path | None = None) -> None:
-        self.root, self.size, self.binary, self.dropped = Path(root), int(size), False, {}
-        classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        rows = []
-        for c, name in enumerate(classes):
-            for p in sorted((self.root / name).rglob("*")):
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-                    rows.append({"image_id": p.stem, "path": str(p), "diagnosis": name, "label": c})
-        used = sorted({r["diagnosis"] for r in rows})
-        if len(used) < 2:
-            raise AuditError(
-                f"DATA {self.root} has images in {len(used)} class folder(s) {used}; a class_name/*.jpg tree needs "
-                f"at least two class folders with {', '.join(IMAGE_EXTENSIONS)} files"
-            )
-        lookup = {n: k for k, n in enumerate(used)}
-        meta = pd.DataFrame(rows)
-        meta["label"] = meta["diagnosis"].map(lookup)
-        dup = meta["image_id"][meta["image_id"].duplicated()].unique()
-        if len(dup):
-            raise AuditError(f"DATA {self.root}: file name(s) {dup[:5].tolist()} occur in more than one class folder")
-        self.artifacts = pd.DataFrame(index=range(len(meta)))
-        if annotations is not None:
-            ann = _read_annotations(annotations)
-            has = meta["image_id"].isin(ann.index).to_numpy()
-            if not has.any():
-                raise AuditError(
-                    f"none of the {len(meta)} images under {self.root} is named in {annotations} "
-                    f"(first images: {meta['image_id'].head(3).tolist()}; first CSV rows: {ann.index[:3].tolist()})"
-                )
-            if (~has).any():
-                self.dropped["no artifact annotation"] = int((~has).sum())
-            meta = meta[has].reset_index(drop=True)
-            cols = [ANNOTATION_TO_ARTIFACT[c] or c for c in ANNOTATION_COLUMNS]
-            self.artifacts = ann.loc[meta["image_id"], cols].reset_index(drop=True).astype(bool)
-        self.meta = meta
-        self.class_names = tuple(used)
-        self.image_ids = meta["image_id"].astype(str).tolist()
-        self.labels = torch.from_numpy(np.array(meta["label"], dtype=np.int64))
-
-    def _uint8(self, i: int) -> np.ndarray:
-        return load_isic_image(self.meta.at[i, "path"], self.size)
-
-    @property
-    def images(self) -> torch.Tensor:
-        """All images as float (N,3,size,size) in [0,1] (for training a zoo model on the folder)."""
-        u8 = np.stack([self._uint8(i) for i in range(len(self))])
-        return torch.from_numpy(u8).permute(0, 3, 1, 2).float().div_(255.0)
-
-    def cache_key(self) -> str:
-        """Paths, sizes and modification times of the images, the labels and the size."""
-        stats = []
-        for p in self.meta["path"]:
-            st = os.stat(p)
-            stats.append((p, st.st_size, st.st_mtime_ns))
-        return f"folder-{self.size}px-n{len(self)}-{content_hash(stats, self.labels.tolist())}"
-
-
-# --------------------------------------------------------------------------------------------------
 # finding out what DATA is
-
-
-def _read_annotations(path: Path) -> pd.DataFrame:
-    try:
-        return load_artifact_annotations(path, rename=True)
-    except (ValueError, FileNotFoundError, OSError, UnicodeDecodeError) as err:
-        raise AuditError(f"cannot use --annotations {path}: {err}") from None
 
 
 def _layouts(root: Path) -> list[tuple[Path, str]]:
@@ -237,7 +158,10 @@ def _read(path: Path, role: str, size: int, ann: Path | None, csv: Path | None, 
     if ann is None:
         found = sorted(path.glob("*.csv"))
         ann = found[0] if len(found) == 1 else None
-    ds = FolderDataset(path, size, annotations=ann)
+    try:
+        ds = FolderDataset(path, size, annotations=ann)
+    except ValueError as err:  # its messages name the folder or the CSV
+        raise AuditError(str(err)) from None
     return ds, "folder", f"{path} (class folders{', flags from ' + ann.name if ann is not None else ''})", ann
 
 

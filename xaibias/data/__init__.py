@@ -5,8 +5,10 @@ generate the synthetic datasets, insert artifacts counterfactually (:func:`inser
 augment training data, so an artifact looks the same wherever it appears.
 
 Modules: ``artifacts`` (painters and masks), ``synthetic`` (:class:`SyntheticLesions`),
-``sampling`` (:func:`unbiased_resample`); the real-data loaders, one job a module: ``isic``
-(:class:`ISICDataset`), ``dermamnist`` (:class:`DermaMNIST`), ``annotations`` (the Bissoto et al.
+``sampling`` (:func:`unbiased_resample`), ``lesion_sets`` (:func:`lesion_sets`: the same / reversed /
+clean ... sets of a training seed, at named seed offsets); the real-data loaders, one job a module: ``isic``
+(:class:`ISICDataset`), ``dermamnist`` (:class:`DermaMNIST`), ``folder`` (:class:`FolderDataset`, a
+class_name/*.jpg tree), ``annotations`` (the Bissoto et al.
 artifact CSV), ``groundtruth`` (challenge CSV layouts), ``images`` (decoding and the resized-image
 cache), ``table`` (their shared dataset behaviour), ``registry`` (downloads with checksums); ``objects`` (:class:`SyntheticObjects`), ``chestxray``
 (:class:`SyntheticChestXray`) and ``ink`` (:func:`segment_ink`); ``trap`` (:func:`trap_split`, an
@@ -27,8 +29,10 @@ from .artifacts import ARTIFACTS, insert_artifact, paint_artifact
 from .chestxray import SyntheticChestXray
 from .dermamnist import DermaMNIST
 from .fetch import fetch_isic_annotated
+from .folder import FolderDataset
 from .ink import segment_ink
 from .isic import ISICDataset
+from .lesion_sets import SET_SEED_OFFSETS, lesion_sets
 from .objects import SyntheticObjects
 from .sampling import unbiased_resample
 from .synthetic import (
@@ -43,8 +47,8 @@ from .trap import load_trap_set, trap_split
 
 __all__ = [
     "ARTIFACTS", "BIAS_PRESETS", "RECOMMENDED_DIFFICULTY", "ISIC_CLASSES",
-    "SyntheticLesions", "SyntheticObjects", "SyntheticChestXray", "ISICDataset", "DermaMNIST",
+    "SyntheticLesions", "SyntheticObjects", "SyntheticChestXray", "ISICDataset", "DermaMNIST", "FolderDataset",
     "insert_artifact", "paint_artifact", "hide_lesion", "reverse_bias", "unbiased_resample",
     "load_artifact_annotations", "segment_ink", "trap_split", "load_trap_set", "fetch_isic_annotated",
-    "ARTIFACT_NAMES", "artifact_names",
+    "ARTIFACT_NAMES", "artifact_names", "lesion_sets", "SET_SEED_OFFSETS",
 ]

@@ -1,6 +1,6 @@
 """Five ways to train a model that ignores a known artifact (notebook 06).
 
-:func:`fit_or_load` trains a model with one of :data:`CORRECTIONS` and JSON-able ``options``: it
+:func:`fit_or_load_correction` trains a model with one of :data:`CORRECTIONS` and JSON-able ``options``: it
 calls :func:`prepare`, which returns the training data and the extra keyword arguments for
 :func:`xaibias.models.train`, and hands both to :func:`xaibias.models.fit_or_load` (cached like any
 model; the key names the correction, its options and this package's source). Mitigation uses
@@ -84,10 +84,11 @@ Warm start (``"rrr"``, ``"rrr_lrp"``, ``"attention"``)
 
 ``"pclarc"``, ``"aclarc"``, ``"rrclarc"``, ``"dfr"`` -- corrections of a trained model (notebook 07b)
     Registered here from :mod:`xaibias.mitigation.clarc` (see its docstring for what each changes
-    and costs): :func:`fit_or_load` trains (or loads) the plain baseline with the same arguments and
+    and costs): :func:`fit_or_load_correction` trains (or loads) the plain baseline with the same arguments and
     corrects it; they have no :func:`prepare` step.
 
-Public names: :data:`CORRECTIONS`, :data:`OPTIONS`, :func:`fit_or_load`, :func:`prepare`, :func:`balanced_indices`,
+Public names: :data:`CORRECTIONS`, :data:`OPTIONS`, :func:`fit_or_load_correction`, :func:`prepare`,
+:func:`matched_epochs`, :func:`balanced_indices`,
 :func:`make_augment`, :func:`rrr_penalty`, :func:`make_rrr_hook`, :func:`rrr_lrp_penalty`,
 :func:`attention_penalty`.
 """
@@ -116,8 +117,9 @@ from .penalties import attention_penalty, make_rrr_hook, make_rrr_lrp_hook, rrr_
 __all__ = [
     "CORRECTIONS",
     "OPTIONS",
-    "fit_or_load",
+    "fit_or_load_correction",
     "prepare",
+    "matched_epochs",
     "balanced_indices",
     "make_augment",
     "rrr_penalty",
@@ -363,7 +365,7 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
     """
     method = _check_method(method)
     if method in CLARC_CORRECTIONS:
-        raise ValueError(f"{method!r} corrects a trained model and has no prepare step; use fit_or_load({method!r}, ...)")
+        raise ValueError(f"{method!r} corrects a trained model and has no prepare step; use fit_or_load_correction({method!r}, ...)")
     opts = _resolve_options(method, options)
     arts = _check_artifacts(opts["artifacts"])
     if not (hasattr(train_set, "images") and hasattr(train_set, "labels")):
@@ -395,8 +397,33 @@ def prepare(method: str, train_set: Any, **options: Any) -> tuple[Any, dict[str,
                                                       attention_lam=opts["lam"])}
 
 
-def fit_or_load(name: str, train_set: Any, method: str | None = None, options: dict | None = None,
-                **fit_kwargs: Any) -> nn.Module:
+def matched_epochs(method: str | None, train_set: Any, epochs: int, **options: Any) -> int:
+    """The epochs that give ``method`` as many gradient steps as ``epochs`` of plain training on ``train_set``.
+
+    ``"resample"`` trains on a subset (:func:`prepare`), so an epoch has fewer batches: its epochs
+    are scaled by ``len(train_set) / len(subset)`` and rounded to the nearest int. Every other method
+    (and None, plain training) trains on the full set and keeps ``epochs``. Notebooks 06 and 07b use
+    it so the resampled model is not trained for fewer steps than the others.
+
+    Parameters
+    ----------
+    method : one of :data:`CORRECTIONS`, or None
+    train_set : the training set that :func:`fit_or_load_correction` is given
+    epochs : the epochs of plain training on ``train_set``
+    **options : the method's options (for ``"resample"``, those that choose the subset)
+
+    Returns
+    -------
+    int
+    """
+    if method != "resample":
+        return epochs
+    kept, _ = prepare(method, train_set, **options)
+    return int(round(epochs * len(train_set) / len(kept)))
+
+
+def fit_or_load_correction(name: str, train_set: Any, method: str | None = None, options: dict | None = None,
+                           **fit_kwargs: Any) -> nn.Module:
     """Train model ``name`` on ``train_set`` with the bias correction ``method`` (cached).
 
     Parameters
@@ -421,7 +448,7 @@ def fit_or_load(name: str, train_set: Any, method: str | None = None, options: d
         return models.fit_or_load(name, train_set, **fit_kwargs)
     for taken in ("train_hooks", "hooks_key"):
         if taken in fit_kwargs:
-            raise ValueError(f"{taken}= is set by mitigation.fit_or_load itself; call xaibias.models.fit_or_load to pass it")
+            raise ValueError(f"{taken}= is set by mitigation.fit_or_load_correction itself; call xaibias.models.fit_or_load to pass it")
     opts = dict(options or {})
     if method == "attention" and not callable(getattr(models.make_model(name, seed=0), "attention", None)):
         raise ValueError(f"mitigation 'attention' needs a model with an attention gate, e.g. 'small_vgg_attention'; "

@@ -310,18 +310,18 @@ def check_bias_absorbed(answer: Any, net: torch.nn.Module, x: torch.Tensor, bias
 
 def check_stride2_share(answer: Any, relevance: Any) -> None:
     """Share of one map's energy at the period-2 frequencies (0, W/2), (H/2, 0), (H/2, W/2), mean removed."""
-    from ..analysis import checker as chk
+    from ..analysis import stride_grid
 
     if pending("the stride-2 energy share", answer):
         return None
     R = torch.as_tensor(relevance, dtype=torch.float64).detach()
     if R.ndim != 2:
         raise ValueError(f"relevance must be one (H,W) map; got shape {tuple(R.shape)}")
-    ref = float(chk.stride2_share(R[None])[0])
+    ref = float(stride_grid.stride2_share(R[None])[0])
     a = scalar(answer, "answer")
     if close(a, ref, 1e-6 + 1e-4 * ref):
         return right(f"the map has {ref:.4f} of its energy at the three period-2 frequencies, "
-                      f"{ref / chk.structureless_share(R.shape[-1]):.1f} times a map without structure.")
+                      f"{ref / stride_grid.structureless_share(R.shape[-1]):.1f} times a map without structure.")
     H, W = R.shape
     P_raw = torch.fft.fft2(R).abs() ** 2
     at_raw = P_raw[0, W // 2] + P_raw[H // 2, 0] + P_raw[H // 2, W // 2]

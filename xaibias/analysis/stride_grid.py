@@ -8,9 +8,10 @@ frequencies of the map's 2-D Fourier spectrum, ``(0, W/2)``, ``(H/2, 0)`` and ``
 its strength there is the difference between the mean relevance of the four pixel phases
 ``(row mod 2, column mod 2)``. :func:`stride2_share` measures each map's share of energy at those
 three frequencies; :func:`structureless_share` is what a map without structure gets;
-:func:`phase_means` shows the same thing in pixel space; :func:`sum_2x2` and
+:func:`phase_means` shows the same thing in pixel space; :func:`cell_means_2x2` and
 :func:`residual_2x2` split a map into its 2x2-cell part and the within-cell rest (where the
-pattern shows); :func:`paired_ratio_ci` compares two models' shares on the same images.
+pattern shows). Two models' shares on the same images are compared with
+:func:`xaibias.analysis.stats.ratio_ci` (``paired=True``).
 
 Numbers only, no figures (see ``xaibias.viz`` for drawing).
 """
@@ -26,9 +27,8 @@ __all__ = [
     "stride2_share",
     "structureless_share",
     "phase_means",
-    "sum_2x2",
+    "cell_means_2x2",
     "residual_2x2",
-    "paired_ratio_ci",
 ]
 
 
@@ -103,11 +103,11 @@ def phase_means(R: Any) -> torch.Tensor:
                        torch.zeros_like(cells))
 
 
-def sum_2x2(R: Any) -> torch.Tensor:
+def cell_means_2x2(R: Any) -> torch.Tensor:
     """Spread the relevance of each 2x2 cell evenly over its four pixels (conservative: totals are kept).
 
     This gives up the finest factor 2 of resolution and removes every period-2 structure:
-    ``stride2_share(sum_2x2(R))`` is 0.
+    ``stride2_share(cell_means_2x2(R))`` is 0.
     """
     R = _maps(R)
     cells = torch.nn.functional.avg_pool2d(R[:, None], 2)
@@ -115,33 +115,6 @@ def sum_2x2(R: Any) -> torch.Tensor:
 
 
 def residual_2x2(R: Any) -> torch.Tensor:
-    """``R - sum_2x2(R)``: the structure inside each 2x2 cell, where a checker pattern shows as a repeated tile."""
+    """``R - cell_means_2x2(R)``: the structure inside each 2x2 cell, where a checker pattern shows as a repeated tile."""
     R = _maps(R)
-    return R - sum_2x2(R)
-
-
-def paired_ratio_ci(a: Any, b: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """``mean(a) / mean(b)`` with a bootstrap interval that resamples images (pairs ``a[i], b[i]``) together.
-
-    Use it for two models' :func:`stride2_share` on the same images: the pairing removes the
-    variation between images that both models share.
-
-    Returns
-    -------
-    (value, low, high) : tuple of float
-    """
-    from .stats import bootstrap_ci
-
-    a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=float)
-    b = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=float)
-    if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"a and b must be 1-D and of equal length (one value per image); got {a.shape} and {b.shape}")
-    if b.mean() <= 0:
-        raise ValueError(f"the mean of b must be positive for a ratio; got {b.mean()!r}")
-
-    def ratio(idx: np.ndarray) -> float:
-        i = idx.astype(int)
-        den = b[i].mean()
-        return a[i].mean() / den if den > 0 else np.inf
-
-    return bootstrap_ci(np.arange(a.size, dtype=float), statistic=ratio, n_boot=n_boot, level=level, seed=seed)
+    return R - cell_means_2x2(R)
