@@ -140,6 +140,11 @@ def test_a_model_collapsed_onto_an_artifact_is_flagged():
     assert any("reaches chance" in r for r in g.reasons)
     assert any("below chance" in r for r in g.reasons)
     assert any("single-artifact rule explains it" in r for r in g.reasons)
+    # above chance everywhere, but the rule accounts for it: named as such, not as collapsed
+    only_rule = xb.findings.model_gate("frame detector, clean set framed", correct["same"], same=correct["same"],
+                                       rule={"same": rule["same"]}, quiet=True)
+    assert not only_rule and "(explained by one artifact)" in only_rule.line()
+    assert "collapsed" not in only_rule.line()
     # numbers resting on it are not interpretable, whatever their interval says
     c = xb.findings.compare((0.4, 0.35, 0.45), 0.1, name="insertion effect", gates=[g], quiet=True)
     assert c.word == "not interpretable" and c.sentence().startswith("NOT INTERPRETABLE insertion effect")

@@ -56,7 +56,10 @@ class Gate:
         if self.ok:
             return f"VALID {self.what} '{self.name}': {self.evidence}"
         label = {"model": "collapsed", "CAV": "concept not found", "clustering": "no structure beyond its baselines"}
-        return f"FLAGGED {self.what} '{self.name}' ({label.get(self.what, 'flagged')}): {self.reason}"
+        word = label.get(self.what, "flagged")
+        if self.what == "model" and not any("chance" in r for r in self.reasons):
+            word = "explained by one artifact"   # above chance, but the single-artifact rule accounts for it
+        return f"FLAGGED {self.what} '{self.name}' ({word}): {self.reason}"
 
     def guard(self, text: str) -> str:
         """``text`` when the gate passed, else the not-interpretable line that replaces it."""
