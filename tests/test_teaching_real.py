@@ -40,7 +40,7 @@ PATCH = np.array([True, True, False, False, False] + [True] * 6 + [False] * 4)
 
 def test_cooccurrence(capsys):
     out = assert_right(capsys, teaching.check_cooccurrence, 0.4, 0.6, PATCH, LABELS)
-    assert "0.400" in out and "0.600" in out and "leans to the other lesions" in out and "+0.200 in share" in out
+    assert "0.400" in out and "0.600" in out and "leans to the other lesions" in out and "P(melanoma) - P(other) = -0.200" in out
     assert_wrong(teaching.check_cooccurrence, 0.6, 0.4, PATCH, LABELS, match="swapped")
     assert_wrong(teaching.check_cooccurrence, 0.25, 0.6, PATCH, LABELS, match="P\\(melanoma \\| patches\\)")
     assert_wrong(teaching.check_cooccurrence, 2, 6, PATCH, LABELS, match="count")

@@ -54,7 +54,7 @@ def check_cooccurrence(p_melanoma: Any, p_other: Any, flags: Any, labels: Any, a
     # no ratio of the two shares: with a handful of photos in one class it is as uncertain as that count
     return right(f"P({artifact} | melanoma) = {ref_m:.3f} ({int(f[mel].sum())} of {int(mel.sum())}), P({artifact} | other) "
                  f"= {ref_o:.3f} ({int(f[oth].sum())} of {int(oth.sum())}): in these photos the artifact leans to {lean} "
-                 f"(a difference of {ref_o - ref_m:+.3f} in share). A model can learn that tie as a shortcut; whether "
+                 f"(P(melanoma) - P(other) = {ref_m - ref_o:+.3f}, as section 2 prints it). A model can learn that tie as a shortcut; whether "
                  "the difference is more than chance at these counts is what its compare line (section 2) says.")
 
 
