@@ -340,6 +340,10 @@ def test_rrr_lrp_penalty_equals_the_squared_relevance_share_of_the_reference_lrp
     expected = 3.0 * sum(shares) / 4
     got = rrr_lrp_penalty(model, x, masks, y=y, lam=3.0, composite="EpsilonPlus")
     assert got.item() == pytest.approx(expected, rel=1e-6)
+    # per image: each image's share times lam, 0 for the image without a mask
+    each = rrr_lrp_penalty(model, x, masks, y=y, lam=3.0, composite="EpsilonPlus", per_image=True, create_graph=False)
+    assert each.shape == (4,) and each.tolist() == pytest.approx([3.0 * v for v in shares], rel=1e-6)
+    assert rrr_lrp_penalty(model, x, torch.zeros_like(masks), y=y, per_image=True).tolist() == [0.0] * 4
     # empty masks: exactly zero, and lam = 0 switches it off
     assert rrr_lrp_penalty(model, x, torch.zeros_like(masks), y=y).item() == 0.0
     assert rrr_lrp_penalty(model, x, masks, y=y, lam=0.0).item() == 0.0

@@ -153,6 +153,7 @@ def rrr_lrp_penalty(
     composite: str = "EpsilonPlusFlat",
     engine: Any = None,
     create_graph: bool = True,
+    per_image: bool = False,
 ) -> torch.Tensor:
     """The LRP "right for the right reasons" penalty: ``lam`` times the squared-relevance share in the masks.
 
@@ -168,11 +169,14 @@ def rrr_lrp_penalty(
     engine : a :class:`~xaibias.explain.lrp_engine.PreparedLRP` of ``model`` to reuse (default:
         prepared here, once per call)
     create_graph : keep the map's graph so the penalty can be back-propagated to the parameters
+    per_image : return one value per image, ``lam * sum_{mask_i} R_i^2 / sum R_i^2`` (B,), 0 for an
+        empty mask (with ``lam=1`` and ``create_graph=False``: the share a model puts on the mask)
 
     Returns
     -------
     A scalar tensor: ``lam * sum_i (sum_{mask_i} R_i^2 / sum R_i^2) / B`` over the images ``i`` whose
-    mask is not empty (the others add 0). A map without relevance (all zero) adds 0.
+    mask is not empty (the others add 0); with ``per_image`` a (B,) tensor. A map without relevance
+    (all zero) adds 0.
 
     Raises
     ------
@@ -187,7 +191,7 @@ def rrr_lrp_penalty(
         y = as_labels(y, n=len(x)).to(x.device)
     keep = m.flatten(1).any(1)
     if not bool(keep.any()):
-        return x.new_zeros(())
+        return x.new_zeros((x.shape[0],) if per_image else ())
     if engine is None:
         engine = prepare_lrp(model, composite)
     elif engine.model is not model or engine.composite != composite:
@@ -198,6 +202,8 @@ def rrr_lrp_penalty(
     r2 = R.pow(2).flatten(1)
     inside = (r2 * m[keep].flatten(1).to(r2.dtype)).sum(1)
     share = inside / r2.sum(1).clamp_min(torch.finfo(r2.dtype).tiny)
+    if per_image:
+        return x.new_zeros(x.shape[0]).masked_scatter(keep, lam * share)
     return lam * share.sum() / x.shape[0]
 
 
