@@ -50,3 +50,28 @@ def test_bad_names_and_arguments_are_clear_errors():
         lesion_sets(BIAS, 0, {}, size=32)
     with pytest.raises(ValueError, match="bias must be a dict"):
         lesion_sets("isic2018", 0, {"same": 5}, size=32)
+
+
+def test_clean_without_removes_only_the_named_artifacts():
+    sets = lesion_sets(BIAS, 2, {"clean": 600, "same": 10}, clean_without=["frame"], size=32)
+    clean = sets["clean"]
+    assert not clean.artifacts["frame"].to_numpy().any()
+    y = clean.labels.numpy()
+    ruler = clean.artifacts["ruler"].to_numpy()
+    # the ruler keeps its training rates, 0.6 on malignant and 0.3 on benign (binomial bands, n ~ 300 each)
+    assert 0.5 < ruler[y == 1].mean() < 0.7
+    assert 0.2 < ruler[y == 0].mean() < 0.4
+    # a string is one artifact, not a sequence of letters; the other sets do not change
+    again = lesion_sets(BIAS, 2, {"clean": 600, "same": 10}, clean_without="frame", size=32)
+    assert torch.equal(again["clean"].images, clean.images)
+    plain = lesion_sets(BIAS, 2, {"same": 10}, size=32)
+    assert torch.equal(plain["same"].images, sets["same"].images)
+
+
+def test_clean_without_errors_name_the_problem():
+    with pytest.raises(ValueError, match="clean_without must name artifacts of bias.*'hair'"):
+        lesion_sets(BIAS, 0, {"clean": 5}, clean_without=["hair"], size=32)
+    with pytest.raises(ValueError, match="clean_without must name"):
+        lesion_sets(BIAS, 0, {"clean": 5}, clean_without=[], size=32)
+    with pytest.raises(ValueError, match="'clean' set only.*asks for same, reversed"):
+        lesion_sets(BIAS, 0, {"same": 5, "reversed": 5}, clean_without=["frame"], size=32)
