@@ -3,7 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+import xaibias as xb
 from xaibias.analysis.stats import bootstrap_ci, ratio_ci
 
 
@@ -90,3 +92,19 @@ def test_same_numbers_as_the_former_compare_ratio(paired):
     c = compare(a, b, name="ratio", paired=paired, ratio=True, quiet=True, n_boot=300, seed=4)
     before = bootstrap_ci(a, b, statistic=lambda x, y: np.mean(x) / np.mean(y), paired=paired, n_boot=300, seed=4)
     assert (c.value, c.low, c.high) == before
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.ones((3, 2)), r"must be 1-D \(one value per image or seed\); got shape \(3, 2\)"),
+    ([0.5], r"needs at least 2 values for an interval; got 1"),
+    (torch.tensor([0.1, float("nan"), 0.3]), r"holds 1 NaN value\(s\)"),
+])
+def test_every_interval_rejects_the_same_bad_samples_and_says_where(bad, message):
+    """bootstrap_ci, ratio_ci and compare check their samples in one place and name the argument."""
+    good = np.linspace(0.2, 0.8, 5)
+    with pytest.raises(ValueError, match=r"^bootstrap_ci: sample 1 " + message):
+        bootstrap_ci(good, bad)
+    with pytest.raises(ValueError, match=r"^ratio_ci: b " + message):
+        ratio_ci(good, bad)
+    with pytest.raises(ValueError, match=r"^gap: b " + message):
+        xb.findings.compare(good, bad, name="gap")

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from . import config
-from .analysis.stats import bootstrap_ci, ratio_ci
+from .analysis.stats import bootstrap_ci, ratio_ci, resamplable
 
 __all__ = ["WORDS", "Estimate", "estimate", "Comparison", "compare", "as_estimate", "as_samples", "to_number",
            "run_context", "record"]
@@ -114,17 +114,9 @@ def as_estimate(x: Any, name: str, what: str) -> Estimate | None:
 
 
 def as_samples(x: Any, name: str, what: str) -> np.ndarray | None:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    if isinstance(x, (list, np.ndarray, pd.Series)):
-        a = np.asarray(x, dtype=float).reshape(-1) if np.ndim(x) <= 1 else None
-        if a is None:
-            raise ValueError(f"{name}: {what} must be 1-D (one value per image or seed); got shape {np.shape(x)}")
-        if a.size < 2:
-            raise ValueError(f"{name}: {what} needs at least 2 values for an interval; got {a.size}")
-        if np.isnan(a).any():
-            raise ValueError(f"{name}: {what} holds {int(np.isnan(a).sum())} NaN value(s)")
-        return a
+    """``x`` as per-image (or per-seed) values when it is a tensor, array, list or Series, else None."""
+    if isinstance(x, (torch.Tensor, list, np.ndarray, pd.Series)):
+        return resamplable(x, f"{name}: {what}")
     return None
 
 

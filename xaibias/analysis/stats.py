@@ -17,19 +17,24 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["bootstrap_ci", "ratio_ci"]
+__all__ = ["bootstrap_ci", "ratio_ci", "resamplable"]
 
 
-def _as_1d(x: Any, i: int) -> np.ndarray:
+def resamplable(x: Any, where: str) -> np.ndarray:
+    """``x`` (tensor, array, list, Series) as a 1-D float array a bootstrap can resample.
+
+    One value per image or seed, at least two of them, none NaN; otherwise a ``ValueError`` that
+    starts with ``where`` (for example ``"bootstrap_ci: sample 0"``) and says what was wrong.
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     a = np.asarray(x, dtype=float)
     if a.ndim != 1:
-        raise ValueError(f"bootstrap_ci: sample {i} must be 1-D (one value per image or seed); got shape {a.shape}")
+        raise ValueError(f"{where} must be 1-D (one value per image or seed); got shape {a.shape}")
     if a.size < 2:
-        raise ValueError(f"bootstrap_ci: sample {i} needs at least 2 values to resample; got {a.size}")
+        raise ValueError(f"{where} needs at least 2 values for an interval; got {a.size}")
     if np.isnan(a).any():
-        raise ValueError(f"bootstrap_ci: sample {i} holds {int(np.isnan(a).sum())} NaN value(s)")
+        raise ValueError(f"{where} holds {int(np.isnan(a).sum())} NaN value(s)")
     return a
 
 
@@ -76,7 +81,7 @@ def bootstrap_ci(
         raise ValueError(f"level must lie in (0, 1); got {level!r}")
     if int(n_boot) < 100:
         raise ValueError(f"n_boot must be at least 100 for a percentile interval; got {n_boot!r}")
-    arrays = [_as_1d(s, i) for i, s in enumerate(samples)]
+    arrays = [resamplable(s, f"bootstrap_ci: sample {i}") for i, s in enumerate(samples)]
     if strata is not None and not paired:
         raise ValueError("bootstrap_ci: strata= needs paired=True (one index draw for all samples)")
     if paired and len({a.size for a in arrays}) > 1:
@@ -155,7 +160,7 @@ def ratio_ci(
     """
     num = np.mean if numerator is None else numerator
     den = np.mean if denominator is None else denominator
-    if den(_as_1d(b, 1)) == 0:
+    if den(resamplable(b, "ratio_ci: b")) == 0:
         raise ValueError("ratio_ci: the denominator of b is 0, so the ratio is undefined")
 
     def ratio(x: np.ndarray, y: np.ndarray) -> float:
