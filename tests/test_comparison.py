@@ -200,3 +200,15 @@ def test_model_gate_names_the_measure_it_was_given(capsys):
     assert "clean accuracy" in findings.model_gate("plain", (0.8, 0.75, 0.85), quiet=True).line()
     with pytest.raises(ValueError, match="measure must be a non-empty string"):
         findings.model_gate("m", (0.8, 0.75, 0.85), measure="")
+
+
+def test_model_gate_names_the_set_it_was_measured_on():
+    # real photos keep their artifacts: the line must not call their test set "clean"
+    g = findings.model_gate("plain model", (0.72, 0.67, 0.77), measure="balanced accuracy", clean_set="held-out",
+                            quiet=True)
+    assert g and "held-out balanced accuracy 0.720 [0.670, 0.770]" in g.line() and "clean" not in g.line()
+    low = findings.model_gate("m", (0.52, 0.45, 0.6), clean_set="held-out", same=(0.9, 0.85, 0.95), quiet=True)
+    assert not low and "held-out accuracy 0.520 [0.450, 0.600] reaches chance" in low.reason
+    assert low.evidence.startswith("held-out accuracy 0.520") and "same accuracy 0.900" in low.evidence
+    with pytest.raises(ValueError, match="clean_set must be a non-empty string"):
+        findings.model_gate("m", (0.8, 0.75, 0.85), clean_set=" ")
