@@ -558,6 +558,7 @@ def test_skill_gate_uses_balanced_accuracy_and_a_flagged_model_gets_no_verdict()
     g = _skill_gate(y, pred, 2, seed=0)
     assert (pred == y).mean() < 0.87                         # below the majority-class rate in plain accuracy
     assert g["gate_ok"] is True and g["balanced_accuracy_ci_low"] > 0.5 and g["gate"].startswith("VALID")
+    assert "folder balanced accuracy" in g["gate"]   # the user's folder is not a clean set
 
     g0 = _skill_gate(y, np.zeros_like(y), 2, seed=0)         # always the majority class: balanced accuracy 0.5
     assert g0["gate_ok"] is False and "reaches chance 0.500" in g0["gate"]

@@ -204,11 +204,18 @@ def test_model_gate_names_the_measure_it_was_given(capsys):
 
 def test_model_gate_names_the_set_it_was_measured_on():
     # real photos keep their artifacts: the line must not call their test set "clean"
-    g = findings.model_gate("plain model", (0.72, 0.67, 0.77), measure="balanced accuracy", clean_set="held-out",
-                            quiet=True)
+    g = findings.model_gate("plain model", (0.72, 0.67, 0.77), measure="balanced accuracy",
+                            set_names={"clean": "held-out"}, quiet=True)
     assert g and "held-out balanced accuracy 0.720 [0.670, 0.770]" in g.line() and "clean" not in g.line()
-    low = findings.model_gate("m", (0.52, 0.45, 0.6), clean_set="held-out", same=(0.9, 0.85, 0.95), quiet=True)
+    low = findings.model_gate("m", (0.52, 0.45, 0.6), same=(0.9, 0.85, 0.95), reversed=(0.3, 0.25, 0.35), quiet=True,
+                              set_names={"clean": "held-out", "same": "agreeing", "reversed": "disagreeing"})
     assert not low and "held-out accuracy 0.520 [0.450, 0.600] reaches chance" in low.reason
-    assert low.evidence.startswith("held-out accuracy 0.520") and "same accuracy 0.900" in low.evidence
-    with pytest.raises(ValueError, match="clean_set must be a non-empty string"):
-        findings.model_gate("m", (0.8, 0.75, 0.85), clean_set=" ")
+    assert "disagreeing accuracy 0.300 [0.250, 0.350] is below chance" in low.reason
+    assert low.evidence.startswith("held-out accuracy 0.520") and "agreeing accuracy 0.900" in low.evidence
+    ruled = findings.model_gate("r", (0.8, 0.75, 0.85), same=(0.9, 0.85, 0.95), rule={"clean": 0.78, "same": 0.92},
+                                set_names={"same": "agreeing"}, quiet=True)
+    assert "clean 0.800 vs rule 0.780, agreeing 0.900 vs rule 0.920" in ruled.reason
+    with pytest.raises(ValueError, match="set_names\\['clean'\\] must be a non-empty string"):
+        findings.model_gate("m", (0.8, 0.75, 0.85), set_names={"clean": " "})
+    with pytest.raises(ValueError, match="unknown set 'test'; the sets are clean, same, reversed"):
+        findings.model_gate("m", (0.8, 0.75, 0.85), set_names={"test": "x"})

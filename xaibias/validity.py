@@ -121,7 +121,7 @@ def artifact_rule_accuracy(flags: Any, labels: Any, positive: int | None = None)
 
 def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = None, same: Any = None,
                rule: Mapping[str, float] | None = None, rule_tol: float = 0.10, seed: int = 0,
-               measure: str = "accuracy", clean_set: str = "clean", quiet: bool = False) -> Gate:
+               measure: str = "accuracy", set_names: Mapping[str, str] | None = None, quiet: bool = False) -> Gate:
     """Flag a classifier as collapsed, or pass it.
 
     Parameters
@@ -146,26 +146,32 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
     measure : str
         What the per-set numbers are, as the gate line names them: ``"accuracy"``, or for example
         ``"balanced accuracy"`` when ``clean`` is one (its chance is then 0.5 whatever the classes).
-    clean_set : str
-        What the gate line calls the set ``clean`` was measured on: ``"clean"`` for a synthetic set
-        without artifacts, for example ``"held-out"`` for real photos that still carry theirs.
+    set_names : mapping of "clean" / "same" / "reversed" -> str, optional
+        What the gate line calls each set, by default its own key. For example ``{"clean":
+        "held-out"}`` for real photos that keep their artifacts, or ``{"same": "agreeing photos"}``
+        for a subset where the artifact agrees with the class.
     """
     chance = to_number(name, "chance", chance)
     if not isinstance(measure, str) or not measure.strip():
         raise ValueError(f"{name}: measure must be a non-empty string such as 'balanced accuracy'; got {measure!r}")
-    if not isinstance(clean_set, str) or not clean_set.strip():
-        raise ValueError(f"{name}: clean_set must be a non-empty string such as 'held-out'; got {clean_set!r}")
+    shown = {"clean": "clean", "same": "same", "reversed": "reversed"}
+    for k, v in (set_names or {}).items():
+        if k not in shown:
+            raise ValueError(f"{name}: set_names has unknown set {k!r}; the sets are clean, same, reversed")
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"{name}: set_names[{k!r}] must be a non-empty string such as 'held-out'; got {v!r}")
+        shown[k] = v
     reasons: list[str] = []
-    acc = {"clean": _accuracy(clean, name, f"{clean_set} {measure}", seed)}
+    acc = {"clean": _accuracy(clean, name, f"{shown['clean']} {measure}", seed)}
     if reversed is not None:
-        acc["reversed"] = _accuracy(reversed, name, f"reversed {measure}", seed)
+        acc["reversed"] = _accuracy(reversed, name, f"{shown['reversed']} {measure}", seed)
     if same is not None:
-        acc["same"] = _accuracy(same, name, f"same-tie {measure}", seed)
+        acc["same"] = _accuracy(same, name, f"{shown['same']} {measure}", seed)
     c = acc["clean"]
     if c.low <= chance:
-        reasons.append(f"{clean_set} {measure} {c.text()} reaches chance {chance:.3f}")
+        reasons.append(f"{shown['clean']} {measure} {c.text()} reaches chance {chance:.3f}")
     if "reversed" in acc and acc["reversed"].high < chance:
-        reasons.append(f"reversed-set {measure} {acc['reversed'].text()} is below chance {chance:.3f}")
+        reasons.append(f"{shown['reversed']} {measure} {acc['reversed'].text()} is below chance {chance:.3f}")
     if rule:
         missing = [k for k in rule if k not in acc]
         if missing:
@@ -173,10 +179,9 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
                              f"was not passed (clean=, same=, reversed=)")
         gaps = {k: abs(acc[k].value - to_number(name, f"rule[{k!r}]", v)) for k, v in rule.items()}
         if max(gaps.values()) <= rule_tol:
-            pairs = ", ".join(f"{clean_set if k == 'clean' else k} {acc[k].value:.3f} vs rule {rule[k]:.3f}" for k in rule)
+            pairs = ", ".join(f"{shown[k]} {acc[k].value:.3f} vs rule {rule[k]:.3f}" for k in rule)
             reasons.append(f"a single-artifact rule explains it ({pairs}; all within {rule_tol:.2f})")
-    evidence = (", ".join(f"{clean_set if k == 'clean' else k} {measure} {e.text()}" for k, e in acc.items())
-                + f"; chance {chance:.3f}")
+    evidence = ", ".join(f"{shown[k]} {measure} {e.text()}" for k, e in acc.items()) + f"; chance {chance:.3f}"
     g = Gate(name=name, what="model", ok=not reasons, reasons=reasons, evidence=evidence)
     return g._announce(quiet)
 

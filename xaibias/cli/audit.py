@@ -185,7 +185,7 @@ def _skill_gate(y: np.ndarray, pred: np.ndarray, n_classes: int, seed: int) -> d
     est = estimate(pred.astype(float), y.astype(float), statistic=bacc, strata=y, n_boot=_N_BOOT, seed=seed,
                    name="balanced accuracy")
     gate = model_gate("audited model", est, chance=1.0 / n_classes, measure="balanced accuracy", seed=seed,
-                      clean_set="folder", quiet=True)
+                      set_names={"clean": "folder"}, quiet=True)
     return {"balanced_accuracy_ci_low": _f(est.low), "balanced_accuracy_ci_high": _f(est.high),
             "balanced_accuracy_chance": _f(1.0 / n_classes), "gate_ok": bool(gate), "gate": gate.line()}
 
