@@ -347,6 +347,7 @@ def test_rest_of_layer(capsys, conv_net):
     assert float((own - rest).abs().max()) > 1e-3 * float(plain.abs().max())
     out = assert_right(capsys, teaching.check_rest_of_layer, rest, model, image, layer, c, target)
     assert "plain LRP heatmap" in out
+    assert f"sums to {float(own.sum()):.3f} and the plain heatmap to {float(plain.sum()):.3f}" in out
     assert_wrong(teaching.check_rest_of_layer, own, model, image, layer, c, target, match="own heatmap")
     assert_wrong(teaching.check_rest_of_layer, plain, model, image, layer, c, target, match="condition on the layer is missing")
     other = crp_heatmap(model, image, layer, [i for i in range(5) if i != c], 0)

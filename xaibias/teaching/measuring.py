@@ -348,11 +348,11 @@ def check_rest_of_layer(answer: Any, model: torch.nn.Module, image: Any, layer: 
         own = masked_lrp(model, image, layer, [c], target, composite).double()
         plain = masked_lrp(model, image, layer, None, target, composite).double()
         gap = float((own + ref - plain).abs().max()) / max(float(plain.abs().max()), 1e-12)
-        share = float(own.sum()) / float(plain.sum()) if float(plain.sum()) != 0 else float("nan")
         return right(f"the other {len(others)} channels' heatmap. Concept {c}'s heatmap plus yours gives the plain LRP "
                       f"heatmap to {gap:.1e} of its largest value: conditioning on disjoint channel sets splits the "
-                      f"explanation without losing or adding relevance (no shortcut bypasses {layer}). Concept {c} "
-                      f"alone carries {share:.1%} of the heatmap's total on this image.")
+                      f"explanation without losing or adding relevance (no shortcut bypasses {layer}). On this image concept "
+                      f"{c}'s heatmap sums to {float(own.sum()):.3f} and the plain heatmap to {float(plain.sum()):.3f} "
+                      "(relevance for and against the class summed: either can be negative).")
     if same(masked_lrp(model, image, layer, [c], target, composite)):
         wrong(f"this is concept {c}'s own heatmap. The rest of the layer is every channel *except* {c}: list them in "
                "the condition for the layer.")
