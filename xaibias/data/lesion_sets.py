@@ -2,7 +2,7 @@
 
 A notebook that trains on ``SyntheticLesions(..., seed=seed)`` tests on sets drawn from the same
 generator at ``seed + offset``: a different offset per set, so no set repeats another's images, and
-the same offsets in every notebook (00, 04, 06, 07a and 07b draw their held-out sets here).
+the same offsets in every notebook (00, 01, 04, 06, 07a and 07b draw their held-out sets here).
 :func:`lesion_sets` draws them by name:
 
 ``"val"``       biased like training (``bias``): a held-out set, for example DFR's reweighting set
