@@ -62,6 +62,11 @@ AGREEMENT_SCORES = ("f1", "ari")
 #: The chance of a false pass that :func:`score_clustering` allows, shared among ``family`` gates.
 FAMILY_ERROR = 0.05
 
+def _percentile_label(q: float) -> str:
+    """How a quantile of the shuffled F1s is named in gate lines: ``95th percentile``, ``99.6th percentile``."""
+    return f"{100 * q:.3g}th percentile"
+
+
 _COLUMNS = ["artifact", "best_cluster", "precision", "recall", "f1", "support", "cluster_size", "ari", "nmi"]
 
 
@@ -425,8 +430,13 @@ class ClusteringScore:
 
     @property
     def random_label(self) -> str:
-        """How the shuffled-label baseline is named in tables and lines (``95th percentile`` by default)."""
-        return f"{100 * self.quantile:.3g}th percentile"
+        """How the shuffled-label baseline is named in lines (``95th percentile`` by default)."""
+        return _percentile_label(self.quantile)
+
+    @property
+    def random_column(self) -> str:
+        """The shuffled-label baseline's column name in tables (``shuffled F1 (95th pct)`` by default)."""
+        return f"shuffled F1 ({self.random_label.replace('percentile', 'pct')})"
 
     def __bool__(self) -> bool:
         return bool(self.gate)
@@ -435,7 +445,7 @@ class ClusteringScore:
         """The numbers as one table row (for a DataFrame of several clusterings)."""
         return {"clustering": self.name, "n": self.n, "k": self.n_clusters, f"{self.artifact} share": self.share,
                 "F1": self.f1[0], "F1 low": self.f1[1], "F1 high": self.f1[2],
-                "one cluster F1": self.f1_one_cluster, f"shuffled F1 ({self.random_label.replace('percentile', 'pct')})": self.f1_random_high,
+                "one cluster F1": self.f1_one_cluster, self.random_column: self.f1_random_high,
                 "ARI": self.ari[0], "ARI low": self.ari[1], "ARI high": self.ari[2], "passes gate": bool(self.gate)}
 
     def line(self, fmt: str = ".3f") -> str:
@@ -500,9 +510,8 @@ def score_clustering(name: str, labels: Any, flags: Any, *, artifact: str = "art
     base = agreement_baselines(lab, {artifact: flag}, n_random=n_random, seed=seed, quantile=level).loc[artifact]
     f1 = agreement_interval(lab, flag, score="f1", n_boot=n_boot, level=level, seed=seed)
     ari = agreement_interval(lab, flag, score="ari", n_boot=n_boot, level=level, seed=seed)
-    label = f"{100 * level:.3g}th percentile"
     gate = clustering_gate(name, f1, {"one all-in-one cluster": float(base["f1_one_cluster"]),
-                                      f"shuffled labels ({label})": float(base["f1_random_high"])},
+                                      f"shuffled labels ({_percentile_label(level)})": float(base["f1_random_high"])},
                            quiet=True)
     out = ClusteringScore(name=name, artifact=artifact, share=float(base["share"]), f1=f1, ari=ari,
                           f1_one_cluster=float(base["f1_one_cluster"]), f1_random=float(base["f1_random"]),
