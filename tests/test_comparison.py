@@ -215,6 +215,10 @@ def test_model_gate_names_the_set_it_was_measured_on():
     ruled = findings.model_gate("r", (0.8, 0.75, 0.85), same=(0.9, 0.85, 0.95), rule={"clean": 0.78, "same": 0.92},
                                 set_names={"same": "agreeing"}, quiet=True)
     assert "clean 0.800 vs rule 0.780, agreeing 0.900 vs rule 0.920" in ruled.reason
+    # the FLAGGED word comes from which test failed, not from the words in the reason
+    worded = findings.model_gate("w", (0.8, 0.75, 0.85), same=(0.9, 0.85, 0.95), rule={"same": 0.92},
+                                 set_names={"same": "above-chance subset"}, quiet=True)
+    assert not worded and "(explained by one artifact)" in worded.line() and "collapsed" not in worded.line()
     with pytest.raises(ValueError, match="set_names\\['clean'\\] must be a non-empty string"):
         findings.model_gate("m", (0.8, 0.75, 0.85), set_names={"clean": " "})
     with pytest.raises(ValueError, match="unknown set 'test'; the sets are clean, same, reversed"):

@@ -43,6 +43,7 @@ class Gate:
     ok: bool
     reasons: list[str] = field(default_factory=list)
     evidence: str = ""
+    flagged_as: str = ""  # the word of a FLAGGED line; "" = the default of ``what`` ("collapsed" for a model)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -56,9 +57,7 @@ class Gate:
         if self.ok:
             return f"VALID {self.what} '{self.name}': {self.evidence}"
         label = {"model": "collapsed", "CAV": "concept not found", "clustering": "no structure beyond its baselines"}
-        word = label.get(self.what, "flagged")
-        if self.what == "model" and not any("chance" in r for r in self.reasons):
-            word = "explained by one artifact"   # above chance, but the single-artifact rule accounts for it
+        word = self.flagged_as or label.get(self.what, "flagged")
         return f"FLAGGED {self.what} '{self.name}' ({word}): {self.reason}"
 
     def guard(self, text: str) -> str:
@@ -161,7 +160,7 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
         if not isinstance(v, str) or not v.strip():
             raise ValueError(f"{name}: set_names[{k!r}] must be a non-empty string such as 'held-out'; got {v!r}")
         shown[k] = v
-    reasons: list[str] = []
+    reasons: list[str] = []   # the chance reasons first: a model that fails one of them has collapsed
     acc = {"clean": _accuracy(clean, name, f"{shown['clean']} {measure}", seed)}
     if reversed is not None:
         acc["reversed"] = _accuracy(reversed, name, f"{shown['reversed']} {measure}", seed)
@@ -172,6 +171,7 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
         reasons.append(f"{shown['clean']} {measure} {c.text()} reaches chance {chance:.3f}")
     if "reversed" in acc and acc["reversed"].high < chance:
         reasons.append(f"{shown['reversed']} {measure} {acc['reversed'].text()} is below chance {chance:.3f}")
+    collapsed = bool(reasons)
     if rule:
         missing = [k for k in rule if k not in acc]
         if missing:
@@ -182,7 +182,9 @@ def model_gate(name: str, clean: Any, *, chance: float = 0.5, reversed: Any = No
             pairs = ", ".join(f"{shown[k]} {acc[k].value:.3f} vs rule {rule[k]:.3f}" for k in rule)
             reasons.append(f"a single-artifact rule explains it ({pairs}; all within {rule_tol:.2f})")
     evidence = ", ".join(f"{shown[k]} {measure} {e.text()}" for k, e in acc.items()) + f"; chance {chance:.3f}"
-    g = Gate(name=name, what="model", ok=not reasons, reasons=reasons, evidence=evidence)
+    # above chance, but the single-artifact rule accounts for the accuracies: not "collapsed"
+    g = Gate(name=name, what="model", ok=not reasons, reasons=reasons, evidence=evidence,
+             flagged_as="" if collapsed or not reasons else "explained by one artifact")
     return g._announce(quiet)
 
 
